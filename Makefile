@@ -1,0 +1,41 @@
+# attncourse: two commands on a fresh machine.
+#   make book   install what is needed, then build the whole book (every chapter executed)
+#   make test   install what is needed, then run every test (unit tests + every chapter under nbval)
+# Both install into ./.venv, once (again only when pyproject.toml or constraints.txt change).
+# Nothing here writes into chapters/: generated notebooks go to build/notebooks, the book to build/book.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test install lab bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[course,test,book]"
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+book: $(STAMP)
+	rm -rf build/book
+	$(BIN)/jupyter-book build chapters --config book.yml --toc toc.yml --path-output build/book -W -n --keep-going
+	@echo "The book: build/book/_build/html/index.html"
+
+test: $(STAMP)
+	$(BIN)/python tools/export_notebooks.py chapters build/notebooks
+	$(BIN)/python -m pytest
+
+# Open the chapters as notebooks (jupytext opens the .md files directly).
+lab: $(STAMP)
+	$(BIN)/jupyter lab chapters
+
+# Speed figures (machine-dependent, so never in the tests).
+bench: $(STAMP)
+	$(BIN)/python tools/benchmark.py
+
+clean:
+	rm -rf build

@@ -1,0 +1,35 @@
+"""attncourse: attention in vision, derived from the papers.
+
+The companion package of the attncourse book. Every mechanism is an ``nn.Module`` that maps
+``(B, C, H, W)`` to the same shape, takes the channel count first, and is registered under a
+short name::
+
+    import attncourse
+    attncourse.available()          # ['se', ...]
+    se = attncourse.create("se", 64)
+    y = se(torch.randn(8, 64, 14, 14))
+"""
+
+from __future__ import annotations
+
+from . import channel, hybrid
+from ._registry import available, create, get, register
+from .channel import SqueezeExcite
+from .cost import count_flops, count_parameters
+from .layers import Gate
+from .show import show_source
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "available",
+    "create",
+    "get",
+    "register",
+    "Gate",
+    "SqueezeExcite",
+    "count_parameters",
+    "count_flops",
+    "show_source",
+    "__version__",
+]

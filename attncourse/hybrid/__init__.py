@@ -1,0 +1,3 @@
+"""Part II, spatial and hybrid attention: which channels, and where."""
+
+__all__: list[str] = []

@@ -1,0 +1,80 @@
+"""A small convolutional network with a slot for any registered attention mechanism.
+
+Used by the chapters' controlled experiments: the same network, seeds and budget, with and
+without the mechanism, so that a difference in accuracy is the mechanism's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from einops.layers.torch import Reduce
+from torch import nn
+
+from ._checks import check_input, check_positive_int
+from ._registry import create
+
+__all__ = ["ConvBlock", "TinyNet"]
+
+
+class ConvBlock(nn.Module):
+    """3×3 conv → BN → [attention] → ReLU.
+
+    The attention sits after the last batch norm, where SE, ECA and CBAM sit in a ResNet
+    bottleneck (after ``bn3``, before the residual add).
+    """
+
+    def __init__(self, c_in: int, c_out: int, attn: str | None = None, attn_kwargs: dict[str, Any] | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.attn = create(attn, c_out, **(attn_kwargs or {})) if attn else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.attn(self.bn(self.conv(x))))
+
+
+class TinyNet(nn.Module):
+    """Conv blocks with optional attention, then global average pooling and one linear layer.
+
+    The head is linear on purpose: whatever the task needs beyond a linear read-out of pooled
+    features must be computed by the blocks (and their attention).
+
+    Args:
+        in_channels: input channels.
+        num_classes: output classes.
+        widths: channels of each block.
+        attn: a registered mechanism name (``"se"``, ...) or ``None`` for the baseline.
+        attn_kwargs: keyword arguments for the mechanism (e.g. ``{"reduction": 4}``).
+        pool_every: insert a 2×2 max-pool after every this many blocks (0: never).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        widths: Sequence[int] = (16, 32),
+        attn: str | None = None,
+        attn_kwargs: dict[str, Any] | None = None,
+        pool_every: int = 0,
+    ):
+        super().__init__()
+        self.in_channels = check_positive_int(self, "in_channels", in_channels)
+        check_positive_int(self, "num_classes", num_classes)
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, w in enumerate(widths):
+            layers.append(ConvBlock(c, w, attn, attn_kwargs))
+            if pool_every and (i + 1) % pool_every == 0 and i + 1 < len(widths):
+                layers.append(nn.MaxPool2d(2))
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.pool = Reduce("b c h w -> b c", "mean")
+        self.head = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x, self.in_channels)
+        return self.head(self.pool(self.features(x)))

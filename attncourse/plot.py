@@ -1,0 +1,147 @@
+"""Pictures of attention: capture the gates' outputs with hooks, then plot them.
+
+matplotlib is imported only when a plotting function is called.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .layers import Gate
+
+__all__ = ["capture_gates", "recording", "plot_channel_weights", "plot_spatial_maps", "plot_histories", "plot_comparison"]
+
+
+@contextmanager
+def recording(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Context manager: inside it, every :class:`~attncourse.layers.Gate` of ``model`` records its
+    output into the yielded dict, keyed by the gate's qualified name."""
+    out: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, Gate):
+            handles.append(mod.register_forward_hook(lambda m, i, o, name=name: out.__setitem__(name or "gate", o.detach())))
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def capture_gates(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``x`` in eval mode and return every gate's output by name."""
+    was_training = model.training
+    model.eval()
+    try:
+        with recording(model) as out:
+            model(x)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_channel_weights(weights: torch.Tensor, groups: torch.Tensor | None = None, *, labels: Sequence[str] | None = None,
+                         title: str = "", ax=None):
+    """Plot channel weights (N, C) as one line per group mean (or per row), channels on x.
+
+    ``groups`` (N,) assigns each row to a group (e.g. its class); each group's mean is drawn
+    with a band of ± one standard deviation.
+    """
+    plt = _plt()
+    w = weights.detach().float().cpu()
+    if w.dim() != 2:
+        raise ValueError(f"plot_channel_weights expected weights of shape (N, C), got {tuple(w.shape)}")
+    ax = ax or plt.subplots(figsize=(7, 3))[1]
+    c = torch.arange(w.shape[1])
+    if groups is None:
+        for row in w:
+            ax.plot(c, row, lw=0.8)
+    else:
+        for k, g in enumerate(torch.unique(groups)):
+            sel = w[groups == g]
+            m, s = sel.mean(0), sel.std(0) if len(sel) > 1 else torch.zeros_like(sel[0])
+            lab = labels[k] if labels is not None else f"group {int(g)}"
+            ax.plot(c, m, marker="o", ms=3, label=lab)
+            ax.fill_between(c, m - s, m + s, alpha=0.2)
+        ax.legend(fontsize=8)
+    ax.set_xlabel("channel")
+    ax.set_ylabel("gate value")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    return ax
+
+
+def plot_spatial_maps(images: torch.Tensor, maps: torch.Tensor, *, titles: Sequence[str] | None = None,
+                      cmap: str = "viridis", suptitle: str = ""):
+    """Show each image (N, H, W) above its attention map (N, h, w); maps are resized to the image."""
+    plt = _plt()
+    images = images.detach().float().cpu()
+    maps = maps.detach().float().cpu()
+    if maps.dim() == 4:
+        maps = maps[:, 0]
+    if images.dim() == 4:
+        images = images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
+    n = len(maps)
+    fig, axes = plt.subplots(2, n, figsize=(1.8 * n, 3.8), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(images[i], cmap="gray" if images[i].dim() == 2 else None)
+        im = axes[1, i].imshow(maps[i], cmap=cmap, vmin=0, vmax=1)
+        if titles is not None:
+            axes[0, i].set_title(titles[i], fontsize=8)
+        for a in axes[:, i]:
+            a.set_xticks([]), a.set_yticks([])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("attention")
+    fig.colorbar(im, ax=axes[1, :].tolist(), shrink=0.8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_histories(comparison, *, ax=None, title: str = "test accuracy per epoch"):
+    """Test accuracy per epoch for every variant of a :class:`~attncourse.train.Comparison`,
+    one thin line per seed and a thick line for the mean."""
+    plt = _plt()
+    import numpy as np
+
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    for k, (name, hists) in enumerate(comparison.histories.items()):
+        color = f"C{k}"
+        accs = np.array([h.test_acc for h in hists])
+        epochs = np.arange(1, accs.shape[1] + 1)
+        for a in accs:
+            ax.plot(epochs, a, color=color, alpha=0.3, lw=0.8)
+        ax.plot(epochs, accs.mean(0), color=color, lw=2, label=f"{name} ({comparison.mean(name):.3f} ± {comparison.std(name):.3f})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_comparison(comparison, *, ax=None, title: str = "final test accuracy over seeds"):
+    """Final accuracy of every variant: one dot per seed, a bar for the mean."""
+    plt = _plt()
+    ax = ax or plt.subplots(figsize=(1.2 + 1.1 * len(comparison.histories), 3.5))[1]
+    names = list(comparison.histories)
+    for k, name in enumerate(names):
+        accs = comparison.accuracies(name)
+        ax.bar(k, accs.mean(), color=f"C{k}", alpha=0.4)
+        ax.scatter([k] * len(accs), accs, color=f"C{k}", zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    return ax
