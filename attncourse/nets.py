@@ -6,7 +6,7 @@ without the mechanism, so that a difference in accuracy is the mechanism's.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from einops.layers.torch import Reduce
@@ -15,7 +15,18 @@ from torch import nn
 from ._checks import check_input, check_positive_int
 from ._registry import create
 
-__all__ = ["ConvBlock", "TinyNet"]
+__all__ = ["ConvBlock", "TinyNet", "Attn"]
+
+#: An attention slot: a registered name, a factory ``channels -> module``, or ``None``.
+Attn = Union[str, Callable[[int], nn.Module], None]
+
+
+def _make_attn(attn: Attn, channels: int, kwargs: dict[str, Any] | None) -> nn.Module:
+    if attn is None:
+        return nn.Identity()
+    if isinstance(attn, str):
+        return create(attn, channels, **(kwargs or {}))
+    return attn(channels, **(kwargs or {}))
 
 
 class ConvBlock(nn.Module):
@@ -25,11 +36,11 @@ class ConvBlock(nn.Module):
     bottleneck (after ``bn3``, before the residual add).
     """
 
-    def __init__(self, c_in: int, c_out: int, attn: str | None = None, attn_kwargs: dict[str, Any] | None = None):
+    def __init__(self, c_in: int, c_out: int, attn: Attn = None, attn_kwargs: dict[str, Any] | None = None):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
-        self.attn = create(attn, c_out, **(attn_kwargs or {})) if attn else nn.Identity()
+        self.attn = _make_attn(attn, c_out, attn_kwargs)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,7 +57,8 @@ class TinyNet(nn.Module):
         in_channels: input channels.
         num_classes: output classes.
         widths: channels of each block.
-        attn: a registered mechanism name (``"se"``, ...) or ``None`` for the baseline.
+        attn: a registered mechanism name (``"se"``, ...), a factory ``channels -> module``
+            (for variants built in a chapter), or ``None`` for the baseline.
         attn_kwargs: keyword arguments for the mechanism (e.g. ``{"reduction": 4}``).
         pool_every: insert a 2×2 max-pool after every this many blocks (0: never).
     """
@@ -57,7 +69,7 @@ class TinyNet(nn.Module):
         num_classes: int,
         *,
         widths: Sequence[int] = (16, 32),
-        attn: str | None = None,
+        attn: Attn = None,
         attn_kwargs: dict[str, Any] | None = None,
         pool_every: int = 0,
     ):
