@@ -1,0 +1,113 @@
+"""The support code every chapter relies on: checks, data, training, cost, pictures, source."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import attncourse
+from attncourse._checks import check_choice, check_divisible, check_input, check_positive_int
+from attncourse.cost import count_flops, count_parameters, measure
+from attncourse.data import context_bars, cued_bars
+from attncourse.nets import TinyNet
+from attncourse.plot import capture_gates, recording
+from attncourse.show import show_source, source_of
+from attncourse.train import compare, fit
+
+
+def test_check_input_messages():
+    with pytest.raises(ValueError, match=r"^Mod expected input of shape \(B, 3, H, W\), got \(1, 4, 2, 2\)$"):
+        check_input("Mod", torch.zeros(1, 4, 2, 2), 3)
+    with pytest.raises(ValueError, match=r"Mod expected spatial size \(H x W\) of at least \(3, 3\), got \(2, 5\)"):
+        check_input("Mod", torch.zeros(1, 3, 2, 5), 3, min_size=(3, 3))
+    with pytest.raises(ValueError, match=r"Mod expected a 3-D input of shape \(B, N, 8\)"):
+        check_input("Mod", torch.zeros(1, 8), 8, layout="B N C")
+    x = torch.zeros(1, 3, 2, 2)
+    assert check_input("Mod", x, 3) is x
+
+
+def test_argument_checks():
+    assert check_positive_int("M", "k", 3) == 3
+    for bad in [0, -1, 1.5, True, None]:
+        with pytest.raises(ValueError, match="M expected k"):
+            check_positive_int("M", "k", bad)
+    with pytest.raises(ValueError, match="M expected mode to be one of"):
+        check_choice("M", "mode", "x", ["a", "b"])
+    with pytest.raises(ValueError, match="channels=10 to be divisible by groups=4"):
+        check_divisible("M", "channels", 10, "groups", 4)
+
+
+def test_register_refuses_a_taken_name():
+    with pytest.raises(ValueError, match="already taken"):
+        attncourse.register("se")(type("Other", (nn.Module,), {}))
+
+
+@pytest.mark.parametrize("make", [context_bars, cued_bars])
+def test_datasets_are_deterministic_and_balanced(make):
+    a, b = make(200, 100, seed=3), make(200, 100, seed=3)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    assert not torch.equal(a.x_train, make(200, 100, seed=4).x_train)
+    assert a.x_train.shape == (200, 2, 16, 16) and a.num_classes == 2
+    assert 0.35 < a.y_train.float().mean() < 0.65
+
+
+def test_context_bars_label_is_orientation_xor_context():
+    d = context_bars(400, 1, context_shift=3.0, bar_noise=0.0, seed=0)   # context and bars made obvious
+    context = (d.x_train[:, 1].mean((1, 2)) > 0).long()
+    rows = d.x_train[:, 0].sum(2).amax(1)                     # a horizontal bar piles up in one row
+    cols = d.x_train[:, 0].sum(1).amax(1)
+    orient = (cols > rows).long()
+    assert torch.equal(orient ^ context, d.y_train)
+
+
+def test_fit_is_deterministic_and_learns():
+    data = context_bars(300, 200, context_shift=2.0, seed=0)
+    make = lambda: TinyNet(2, 2, widths=(8,), attn="se", attn_kwargs={"reduction": 2})
+    _, h1 = fit(make, data, seed=1, epochs=3, progress=False)
+    _, h2 = fit(make, data, seed=1, epochs=3, progress=False)
+    assert h1.train_loss == h2.train_loss and h1.test_acc == h2.test_acc
+    assert h1.train_loss[-1] < h1.train_loss[0]
+
+
+def test_compare_collects_every_variant_and_seed():
+    data = context_bars(64, 32, seed=0)
+    res = compare({"a": lambda: TinyNet(2, 2, widths=(4,)), "b": lambda: TinyNet(2, 2, widths=(4,), attn="se", attn_kwargs={"reduction": 2})},
+                  data, seeds=(0, 1), epochs=1, progress=False)
+    assert list(res.histories) == ["a", "b"] and res.accuracies("b").shape == (2,)
+    assert "| b |" in res.table() and res.parameters["b"] > res.parameters["a"]
+
+
+def test_tinynet_accepts_a_factory_and_checks_its_input():
+    net = TinyNet(2, 3, widths=(8, 8), attn=lambda c: attncourse.SqueezeExcite(c, reduction=2), pool_every=1)
+    assert net(torch.randn(2, 2, 8, 8)).shape == (2, 3)
+    with pytest.raises(ValueError, match="TinyNet expected input of shape"):
+        net(torch.randn(2, 3, 8, 8))
+
+
+def test_cost_helpers():
+    lin = nn.Linear(10, 5)
+    assert count_parameters(lin) == 55
+    assert count_flops(lin, torch.randn(4, 10)) == 2 * 4 * 10 * 5
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert count_flops(conv, torch.randn(1, 3, 6, 5)) == 2 * 8 * 3 * 9 * 6 * 5
+    assert measure(conv, torch.randn(1, 3, 6, 5)).parameters == 216
+
+
+def test_capture_gates_finds_every_gate_and_removes_its_hooks():
+    net = TinyNet(2, 2, widths=(8, 16), attn="se", attn_kwargs={"reduction": 2})
+    gates = capture_gates(net, torch.randn(3, 2, 7, 5))
+    assert {k: v.shape for k, v in gates.items()} == {
+        "features.0.attn.gate": (3, 8), "features.1.attn.gate": (3, 16)}
+    with recording(net) as rec:
+        pass
+    assert rec == {}
+    assert all(not g._forward_hooks for g in net.modules() if isinstance(g, attncourse.Gate))
+
+
+def test_show_source_shows_the_real_class():
+    src = source_of(attncourse.SqueezeExcite)
+    assert "class SqueezeExcite" in src and '"""' in src
+    assert '"""' not in source_of(attncourse.SqueezeExcite, docstring=False)
+    md = show_source(attncourse.SqueezeExcite)
+    assert "attncourse.channel.se" in md.data and "def forward" in md.data
