@@ -22,7 +22,7 @@ install: $(STAMP)
 
 book: $(STAMP)
 	rm -rf build/book
-	$(BIN)/jupyter-book build chapters --config book.yml --toc toc.yml --path-output build/book -W -n --keep-going
+	$(BIN)/jupyter-book build chapters --config $(CURDIR)/book.yml --toc $(CURDIR)/toc.yml --path-output $(CURDIR)/build/book -W -n --keep-going
 	@echo "The book: build/book/_build/html/index.html"
 
 test: $(STAMP)
