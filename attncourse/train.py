@@ -121,6 +121,7 @@ class Comparison:
     seeds: list[int]
     histories: dict[str, list[History]]
     parameters: dict[str, int]
+    models: dict[str, list[nn.Module]] = field(default_factory=dict)
 
     def accuracies(self, name: str) -> np.ndarray:
         return np.array([h.final_acc for h in self.histories[name]])
@@ -154,15 +155,21 @@ def compare(
     *,
     seeds: Sequence[int] = (0, 1, 2),
     progress: bool = True,
+    keep_models: bool = False,
     **fit_kwargs,
 ) -> Comparison:
-    """Train every variant with every seed (same data, same budget) and collect the results."""
+    """Train every variant with every seed (same data, same budget) and collect the results.
+
+    With ``keep_models=True`` the trained models are kept in ``Comparison.models[name]`` (one per
+    seed, in eval mode), for pictures of what they learned without training them again.
+    """
     histories: dict[str, list[History]] = {}
     params: dict[str, int] = {}
+    models: dict[str, list[nn.Module]] = {}
     for name, fn in variants.items():
         params[name] = sum(p.numel() for p in fn().parameters())
-        histories[name] = [
-            fit(fn, data, seed=s, progress=f"{name} seed {s}" if progress else False, **fit_kwargs)[1]
-            for s in seeds
-        ]
-    return Comparison(list(seeds), histories, params)
+        runs = [fit(fn, data, seed=s, progress=f"{name} seed {s}" if progress else False, **fit_kwargs) for s in seeds]
+        histories[name] = [h for _, h in runs]
+        if keep_models:
+            models[name] = [m for m, _ in runs]
+    return Comparison(list(seeds), histories, params, models)

@@ -73,8 +73,9 @@ def test_fit_is_deterministic_and_learns():
 def test_compare_collects_every_variant_and_seed():
     data = context_bars(64, 32, seed=0)
     res = compare({"a": lambda: TinyNet(2, 2, widths=(4,)), "b": lambda: TinyNet(2, 2, widths=(4,), attn="se", attn_kwargs={"reduction": 2})},
-                  data, seeds=(0, 1), epochs=1, progress=False)
+                  data, seeds=(0, 1), epochs=1, progress=False, keep_models=True)
     assert list(res.histories) == ["a", "b"] and res.accuracies("b").shape == (2,)
+    assert len(res.models["b"]) == 2 and not res.models["b"][0].training
     assert "| b |" in res.table() and res.parameters["b"] > res.parameters["a"]
 
 
