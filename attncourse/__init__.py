@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from . import channel, hybrid
 from ._registry import available, create, get, register
-from .channel import SqueezeExcite
+from .channel import ECA, SelectiveKernel, SimAM, SqueezeExcite
+from .hybrid import BAM, CBAM, SCSE, CoordAttention
 from .cost import count_flops, count_parameters
 from .layers import Gate
 from .show import show_source
@@ -28,6 +29,13 @@ __all__ = [
     "register",
     "Gate",
     "SqueezeExcite",
+    "ECA",
+    "SelectiveKernel",
+    "SimAM",
+    "CBAM",
+    "BAM",
+    "SCSE",
+    "CoordAttention",
     "count_parameters",
     "count_flops",
     "show_source",

@@ -1,3 +1,8 @@
 """Part II, spatial and hybrid attention: which channels, and where."""
 
-__all__: list[str] = []
+from .bam import BAM
+from .cbam import CBAM
+from .coord import CoordAttention
+from .scse import SCSE, ChannelSE, SpatialSE
+
+__all__ = ["CBAM", "BAM", "SCSE", "ChannelSE", "SpatialSE", "CoordAttention"]

@@ -1,0 +1,118 @@
+"""Checkers for the exercises of the SimAM chapter."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
+
+__all__ = ["check_min_gate", "check_inverse_energy", "check_leave_one_out_energy", "leave_one_out_energy"]
+
+
+def _sigmoid(v: float) -> float:
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def check_min_gate(answer: Any) -> Feedback:
+    """Exercise 1: the smallest value SimAM's gate sigmoid(1/e_t*) can take."""
+    return check_number(
+        answer,
+        _sigmoid(0.5),
+        what="The smallest SimAM gate",
+        rel=1e-3,
+        hints={
+            0.5: "sigmoid(0) = 0.5, but 1/e_t* = (t − μ̂)²/(4(σ̂² + λ)) + 1/2 is never below 1/2.",
+            0.0: "The sigmoid of 1/e_t* is never 0: 1/e_t* is at least 1/2.",
+            _sigmoid(0.25): "That is sigmoid(1/4); the smallest 1/e_t* is 1/2 (a neuron equal to its channel mean).",
+            _sigmoid(2.0): "That is sigmoid(e_t*) for e_t* = 2; the gate is the sigmoid of the *inverse* energy 1/e_t*.",
+        },
+    )
+
+
+def _inverse_energy(x: torch.Tensor, lam: float, *, n_minus: int = 1, dims: tuple[int, ...] = (2, 3)) -> torch.Tensor:
+    """1/E as the official code computes it (n = M − n_minus), over the axes ``dims``."""
+    m = 1
+    for d in dims:
+        m *= x.shape[d]
+    mu = x.mean(dims, keepdim=True)
+    d = (x - mu) ** 2
+    var = d.sum(dims, keepdim=True) / (m - n_minus)
+    return d / (4 * (var + lam)) + 0.5
+
+
+def check_inverse_energy(fn: Callable[..., Any]) -> Feedback:
+    """Exercise 2: ``fn(x, lam)`` returns 1/E of shape (B, C, H, W), as SimAM's official code computes it."""
+    what = "Your inverse_energy"
+    g = torch.Generator().manual_seed(5)
+    for shape, lam in [((2, 3, 3, 4), 1e-4), ((1, 4, 5, 2), 0.1)]:
+        x = torch.randn(shape, generator=g, dtype=torch.float64) * 1.5 + 0.5
+        got, fb = run_answer(fn, x.clone(), lam, what=what)
+        if fb is not None:
+            return fb
+        expected = _inverse_energy(x, lam)
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            got = got.to(torch.float64)
+            known = {
+                "the variance is divided by M = H·W; the official code divides by n = H·W − 1.": _inverse_energy(x, lam, n_minus=0),
+                "the + 1/2 is missing: 1/e_t* = (t − μ̂)²/(4(σ̂² + λ)) + 1/2.": expected - 0.5,
+                "that is the energy e_t*, not its inverse 1/e_t*.": 1 / expected,
+                "that is the gate sigmoid(1/E); return 1/E itself.": torch.sigmoid(expected),
+                "that is the output X · sigmoid(1/E); return 1/E itself.": x * torch.sigmoid(expected),
+                "μ̂ and σ̂² are taken over (C, H, W); they are per channel, over (H, W) only.": _inverse_energy(x, lam, dims=(1, 2, 3)),
+                "μ̂ and σ̂² are taken over the batch too; they are per image and per channel, over (H, W) only.": _inverse_energy(x, lam, dims=(0, 2, 3)),
+            }
+            for hint, wrong in known.items():
+                if wrong.shape == got.shape and torch.allclose(got, wrong) and not torch.allclose(got, expected):
+                    return failed(f"{what}: {hint}")
+        bad = compare_tensors(got, expected, what=what, atol=1e-8, rtol=1e-6)
+        if bad is not None:
+            return bad
+    return passed(f"{what} equals the official code's 1/E, which SimAM feeds to its gate.")
+
+
+def leave_one_out_energy(x: torch.Tensor, lam: float) -> torch.Tensor:
+    """The exact minimum of the energy (2) for every neuron: μ_t, σ_t² over the M − 1 *other* neurons."""
+    m = x.shape[2] * x.shape[3]
+    s1 = x.sum((2, 3), keepdim=True)
+    s2 = (x**2).sum((2, 3), keepdim=True)
+    mu_t = (s1 - x) / (m - 1)
+    var_t = (s2 - x**2) / (m - 1) - mu_t**2
+    return 4 * (var_t + lam) / ((x - mu_t) ** 2 + 2 * var_t + 2 * lam)
+
+
+def check_leave_one_out_energy(fn: Callable[..., Any]) -> Feedback:
+    """Exercise 3: ``fn(x, lam)`` returns the exact e_t* (statistics of the M − 1 others) for every neuron."""
+    what = "Your leave_one_out_energy"
+    g = torch.Generator().manual_seed(7)
+    for shape, lam in [((2, 3, 2, 3), 1e-4), ((1, 2, 4, 5), 0.1)]:
+        x = torch.randn(shape, generator=g, dtype=torch.float64) + 0.3
+        got, fb = run_answer(fn, x.clone(), lam, what=what)
+        if fb is not None:
+            return fb
+        expected = leave_one_out_energy(x, lam)
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            got = got.to(torch.float64)
+            code = 1 / _inverse_energy(x, lam)
+            pop = 1 / _inverse_energy(x, lam, n_minus=0)
+            m = shape[2] * shape[3]
+            mu_t = (x.sum((2, 3), keepdim=True) - x) / (m - 1)
+            ss_t = (x**2).sum((2, 3), keepdim=True) - x**2 - (m - 1) * mu_t**2
+            unbiased = 4 * (ss_t / (m - 2) + lam) / ((x - mu_t) ** 2 + 2 * ss_t / (m - 2) + 2 * lam)
+            known = {
+                "that is the official code's energy, with μ̂ and σ̂² of all M neurons. The minimum of (2) uses the "
+                "M − 1 others: μ_t = (Σ x − t)/(M − 1), and σ_t² likewise.": code,
+                "that uses the mean and variance of all M neurons (divided by M). The minimum of (2) uses the M − 1 "
+                "others: μ_t = (Σ x − t)/(M − 1), and σ_t² likewise.": pop,
+                "σ_t² is divided by M − 2; the energy (2) averages over the M − 1 others, so divide by M − 1.": unbiased,
+                "that is 1/e_t*; return the energy e_t* itself.": 1 / expected,
+            }
+            for hint, wrong in known.items():
+                if torch.allclose(got, wrong) and not torch.allclose(got, expected):
+                    return failed(f"{what}: {hint}")
+        bad = compare_tensors(got, expected, what=what, atol=1e-8, rtol=1e-6)
+        if bad is not None:
+            return bad
+    return passed(f"{what} equals the exact minimum of the energy (2) for every neuron.")
