@@ -20,7 +20,6 @@ def check_kernel_size_128(answer: Any) -> Feedback:
         what="k = ψ(128)",
         hints={
             4: "(log2(128) + 1) / 2 = 4 is even: ψ rounds to an odd number, and the paper's code takes t + 1.",
-            4.0: "(log2(128) + 1) / 2 = 4 is even: ψ rounds to an odd number, and the paper's code takes t + 1.",
             3: "4 lies halfway between the odd numbers 3 and 5; the paper's code breaks the tie upwards (t + 1).",
             3.5: "That is log2(C)/γ alone: add b/γ = 1/2 before rounding to an odd number.",
             7: "That is log2(128) = 7 without dividing by γ = 2 (and without adding b).",
@@ -73,11 +72,9 @@ def check_band_matrix(fn: Callable[..., Any]) -> Feedback:
         expected = _band(w, channels)
         if tuple(got.shape) == (channels, channels) and k > 1:
             got = got.to(torch.float64)
-            if torch.allclose(got, expected.T):
-                return failed(f"{what}: the matrix is transposed: row i must hold the weights that make ω_i, so W[i, i-p+j] = w[j].")
-            if torch.allclose(got, _band(w.flip(0), channels)):
-                return failed(f"{what}: the kernel is flipped. PyTorch's Conv1d is a cross-correlation: "
-                              "ω_i uses w[j] · y[i - p + j], not w[j] · y[i + p - j].")
+            if torch.allclose(got, expected.T):  # for a band matrix, transposing = flipping the kernel
+                return failed(f"{what}: the kernel runs the wrong way (flipped, or the matrix transposed). PyTorch's conv1d "
+                              "is a cross-correlation: row i makes ω_i from w[j] · y[i - p + j], so W[i, i - p + j] = w[j].")
             circ = expected.clone()
             p = (k - 1) // 2
             for i in range(channels):

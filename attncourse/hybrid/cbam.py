@@ -71,7 +71,6 @@ class ChannelAttention(nn.Module):
         check_choice(self, "bias", bias, (True, False))
         self.hidden = _check_hidden(self, channels, reduction)
         self.avg_pool = Reduce("b c h w -> b c", "mean")  # F^c_avg
-        self.max_pool = Reduce("b c h w -> b c", "max")  # F^c_max
         self.fc0 = nn.Linear(channels, self.hidden, bias=bool(bias))  # W0 ∈ R^{C/r × C}
         self.act = nn.ReLU()  # δ
         self.fc1 = nn.Linear(self.hidden, channels, bias=bool(bias))  # W1 ∈ R^{C × C/r}
@@ -79,7 +78,10 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
-        d = torch.stack([self.avg_pool(x), self.max_pool(x)])  # [F^c_avg, F^c_max]: (2, B, C)
+        # F^c_max: max with indices (as the official code's max_pool2d), whose backward is
+        # cheaper than einops' "max" (amax), and gives the gradient to one position.
+        f_max = rearrange(x, "b c h w -> b c (h w)").max(dim=-1).values
+        d = torch.stack([self.avg_pool(x), f_max])  # [F^c_avg; F^c_max]: (2, B, C)
         mlp = self.fc1(self.act(self.fc0(d)))  # the shared MLP on both descriptors: (2, B, C)
         return self.gate(reduce(mlp, "pool b c -> b c", "sum"))  # (2): σ(MLP(avg) + MLP(max))
 
@@ -122,7 +124,7 @@ class SpatialAttention(nn.Module):
         if self.use_norm and self.training:
             _check_norm_batch(self, x)
         avg = reduce(x, "b c h w -> b 1 h w", "mean")  # F^s_avg = AvgPool over channels
-        mx = reduce(x, "b c h w -> b 1 h w", "max")  # F^s_max = MaxPool over channels
+        mx = x.max(dim=1, keepdim=True).values  # F^s_max = MaxPool over channels (with indices, as above)
         pooled = torch.cat([avg, mx] if self.pool_order == "avg-max" else [mx, avg], dim=1)  # [·; ·]: (B, 2, H, W)
         return self.gate(self.norm(self.conv(pooled)))  # (3): σ(f(·)): (B, 1, H, W)
 
@@ -184,7 +186,8 @@ class CBAM(nn.Module):
     pool_order="max-avg"`` reproduces the official module (its BN weight starts at 0 as the
     official ResNet's init sets it; that init also zeroes the MLP biases and draws f's weight
     with Kaiming fan-out, which we leave to the network). The hidden width is ``C // r`` (floor);
-    a width below 1 is refused.
+    a width below 1 is refused. The max pools are ``torch.max`` with indices, as the official
+    code's: where several positions tie for the maximum, one of them gets the gradient.
     """
 
     def __init__(

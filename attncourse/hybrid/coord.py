@@ -45,11 +45,12 @@ class CoordAttention(nn.Module):
     Parameters: ``C·m + m`` (F1) ``+ 2m`` (batch norm) ``+ 2(m·C + C)`` (F_h, F_w), that is
     ``3Cm + 3m + 2C``; 1,688 at C = 64 with the defaults (m = 8).
 
-    Differences from the paper: none in the computation. The paper writes the hidden width
-    as C/r; the official code uses ``max(8, C // r)``, which we follow, so small layers keep at
-    least 8 hidden units (for C ≤ 255 at r = 32, m = 8 is wider than C/r). The paper calls δ
-    "a non-linear activation function"; the official code's is BN + h-swish (its README calls it
-    SiLU). timm's ``CoordAttn`` has other defaults (no biases, a different hidden width).
+    Differences from the paper: two details follow the official code, which the equations leave
+    open. The paper writes the hidden width as C/r; the code uses ``max(8, C // r)``, so small
+    layers keep at least 8 hidden units (for C ≤ 255 at r = 32, m = 8 is wider than C/r). The
+    paper calls δ "a non-linear activation function"; the code's is BN + h-swish (its README
+    calls it SiLU). Otherwise the computation is the official code's. timm's ``CoordAttn`` has
+    other defaults (no biases, a different hidden width).
 
     Batch norm sees the pooled strip of shape ``(B, m, H + W, 1)``: in training mode it averages
     over B·(H + W) ≥ 2 numbers per channel, so batch size 1 works, even on a 1×1 input.
