@@ -50,11 +50,33 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     return correct / len(y)
 
 
-def _progress(label: str, epoch: int, epochs: int, loss: float, acc: float, done: bool) -> None:
-    bar = "#" * epoch + "." * (epochs - epoch)
-    end = "\n" if done else "\r"
-    sys.stdout.write(f"{label:<24} [{bar}] epoch {epoch}/{epochs}  loss {loss:.3f}  test acc {acc:.3f}{end}")
-    sys.stdout.flush()
+class _Progress:
+    """One line per run. In a terminal it is rewritten in place (``\\r``); in Jupyter it is a
+    display that is updated, so a notebook keeps only the run's final line in its output."""
+
+    def __init__(self, label: str, epochs: int) -> None:
+        self.label, self.epochs, self.handle = label, epochs, None
+        try:
+            from IPython import get_ipython
+            from IPython.display import Pretty, display
+        except ImportError:  # pragma: no cover - IPython ships with Jupyter
+            return
+        shell = get_ipython()
+        if shell is not None and "IPKernelApp" in shell.config:
+            self.handle = display(Pretty(self._text(0, math.nan, math.nan)), display_id=True)
+
+    def _text(self, epoch: int, loss: float, acc: float) -> str:
+        bar = "#" * epoch + "." * (self.epochs - epoch)
+        return f"{self.label:<24} [{bar}] epoch {epoch}/{self.epochs}  loss {loss:.3f}  test acc {acc:.3f}"
+
+    def update(self, epoch: int, loss: float, acc: float) -> None:
+        if self.handle is not None:
+            from IPython.display import Pretty
+
+            self.handle.update(Pretty(self._text(epoch, loss, acc)))
+        else:
+            sys.stdout.write(self._text(epoch, loss, acc) + ("\n" if epoch == self.epochs else "\r"))
+            sys.stdout.flush()
 
 
 def fit(
@@ -92,6 +114,7 @@ def fit(
     loss_fn = nn.CrossEntropyLoss()
     hist = History()
     label = progress if isinstance(progress, str) else f"seed {seed}"
+    bar = _Progress(label, epochs) if progress else None
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
@@ -107,8 +130,8 @@ def fit(
             total += loss.item() * len(idx)
         hist.train_loss.append(total / n)
         hist.test_acc.append(evaluate(model, data.x_test, data.y_test))
-        if progress:
-            _progress(label, epoch, epochs, hist.train_loss[-1], hist.test_acc[-1], epoch == epochs)
+        if bar is not None:
+            bar.update(epoch, hist.train_loss[-1], hist.test_acc[-1])
     hist.seconds = time.perf_counter() - start
     model.eval()
     return model, hist

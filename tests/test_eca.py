@@ -10,11 +10,11 @@ from attncourse.channel.eca import ECA, eca_kernel_size
 from attncourse.cost import count_flops, count_parameters
 
 # k = ψ(C) with γ = 2, b = 1, for the widths of common networks between 64 and 2048
-# (the table of the chapter), plus the small widths where the formula goes below 3.
+# (the table of the chapter), plus the edges where k changes and the small widths where it is 1.
 KERNEL_TABLE = {
     1: 1, 2: 1, 4: 1, 7: 1, 8: 3, 16: 3, 32: 3,
     64: 3, 96: 3, 127: 3, 128: 5, 160: 5, 192: 5, 256: 5, 320: 5, 384: 5, 512: 5,
-    640: 5, 768: 5, 1024: 5, 1280: 5, 1536: 5, 2047: 5, 2048: 7,
+    640: 5, 768: 5, 1024: 5, 1280: 5, 1536: 5, 2047: 5, 2048: 7, 8192: 7, 32767: 7, 32768: 9,
 }
 
 

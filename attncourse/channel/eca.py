@@ -102,15 +102,16 @@ class ECA(nn.Module):
         kernel_size: int | None = None,
     ) -> None:
         super().__init__()
+        name = type(self).__name__
         self.channels = check_channels(self, channels)
-        self.gamma = _check_real("ECA", "gamma", gamma, positive=True)
-        self.beta = _check_real("ECA", "beta", beta, positive=False)
+        self.gamma = _check_real(name, "gamma", gamma, positive=True)
+        self.beta = _check_real(name, "beta", beta, positive=False)
         if kernel_size is None:
             k = eca_kernel_size(channels, self.gamma, self.beta)
         else:
             k = check_positive_int(self, "kernel_size", kernel_size)
             if k % 2 == 0:
-                raise ValueError(f"ECA expected kernel_size to be odd (so that padding (k-1)/2 keeps C outputs), got {k}")
+                raise ValueError(f"{name} expected kernel_size to be odd (so that padding (k-1)/2 keeps C outputs), got {k}")
         self.kernel_size = k
         self.squeeze = Reduce("b c h w -> b c", "mean")  # y = GAP(X)
         self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)  # C1D_k: w ∈ R^k, zero padding
