@@ -95,11 +95,21 @@ def test_every_chapter_checks_itself_and_has_exercises():
         assert ".assert_ok()" in text, f"{md}: solutions must assert their checker"
 
 
+def test_chapters_cite_with_footnotes():
+    """A key cited on several pages breaks per-page {bibliography} blocks (duplicate citation
+    warnings fail the -W build); {footcite} + {footbibliography} give each page its own list."""
+    for md in (ROOT / "chapters").rglob("*.md"):
+        text = md.read_text()
+        assert "{bibliography}" not in text and not re.search(r"\{cite(?::\w+)?\}", text), md.name
+        if "{footcite" in text:
+            assert "{footbibliography}" in text, f"{md.name} cites but has no footbibliography"
+
+
 def test_every_cited_key_is_in_the_bibliography():
     bib = (ROOT / "chapters/references.bib").read_text()
     keys = set(re.findall(r"@\w+\{([^,]+),", bib))
     for md in (ROOT / "chapters").rglob("*.md"):
-        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", md.read_text()):
+        for group in re.findall(r"\{(?:foot)?cite(?::\w+)?\}`([^`]+)`", md.read_text()):
             for key in group.split(","):
                 assert key.strip() in keys, f"{md.name} cites {key.strip()!r}, not in references.bib"
 
