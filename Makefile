@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test install lab bench clean
+.PHONY: book test install lab bench results clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ lab: $(STAMP)
 # Speed figures (machine-dependent, so never in the tests).
 bench: $(STAMP)
 	$(BIN)/python tools/benchmark.py
+
+# Re-run the parts' side-by-side comparisons (5 seeds each, a few minutes) and store their results
+# in attncourse/results/, which the closing sections load. A maintainer's command: it rewrites
+# tracked files, so neither `book` nor `test` calls it.
+results: $(STAMP)
+	$(BIN)/python -m attncourse.experiments channel --seeds 0 1 2 3 4
+	$(BIN)/python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
 
 clean:
 	rm -rf build

@@ -1,0 +1,202 @@
+"""The parts' side-by-side comparisons: one protocol per part, and their stored results.
+
+A part's closing section compares every module of the part on the same task, seeds and budget.
+Five seeds of a dozen variants take minutes on a 2-core CPU, more than a chapter may take, so
+the comparison is run once by this module's command line and its results are stored in the
+package (``attncourse/results/<part>.json``); the chapters load them, and check that the stored
+protocol and parameter counts are still those of the code, so results that no longer match the
+code fail the tests instead of being shown. The module chapters train a few of the same variants
+live, on the same data and budget: with the same seeds on the same machine they reproduce the
+stored runs.
+
+Re-run a part (about 2 to 6 minutes each on 2 cores)::
+
+    python -m attncourse.experiments channel --seeds 0 1 2 3 4
+    python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .data import Split, context_bars, cued_bars
+from .hybrid.scse import ChannelSE, SpatialSE
+from .nets import TinyNet
+from .train import Comparison, History, compare
+
+__all__ = ["Protocol", "PROTOCOLS", "protocol", "run", "save", "load", "results_path"]
+
+# Modules that are not registered under a name of their own, by the name the protocols use.
+_CLASSES: dict[str, Callable[..., nn.Module]] = {"cse": ChannelSE, "sse": SpatialSE}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A controlled comparison: one task, one network, one budget, several attention variants.
+
+    ``variants`` maps a display name to ``(attn, kwargs)``: ``attn`` is ``None`` (no attention),
+    a registered mechanism name, or one of the module names ``"cse"``/``"sse"``.
+    """
+
+    name: str
+    task: str
+    task_kwargs: dict[str, Any]
+    variants: dict[str, tuple[str | None, dict[str, Any]]]
+    widths: tuple[int, ...] = (16, 32)
+    epochs: int = 10
+    lr: float = 1e-2
+    batch_size: int = 64
+
+    def data(self) -> Split:
+        """The task's data (procedural, seeded)."""
+        return {"context_bars": context_bars, "cued_bars": cued_bars}[self.task](**self.task_kwargs)
+
+    def network(self, variant: str) -> Callable[[], nn.Module]:
+        """A factory for the TinyNet of ``variant``, as ``fit`` and ``compare`` take it."""
+        if variant not in self.variants:
+            raise ValueError(f"Protocol {self.name!r} expected a variant in {sorted(self.variants)}, got {variant!r}")
+        attn, kwargs = self.variants[variant]
+        in_channels, classes = 2, 2
+        return lambda: TinyNet(in_channels, classes, widths=self.widths, attn=_CLASSES.get(attn, attn), attn_kwargs=kwargs)
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
+
+    def describe(self) -> dict[str, Any]:
+        """Everything that determines the results (stored with them, compared when loading)."""
+        return {
+            "name": self.name, "task": self.task, "task_kwargs": self.task_kwargs,
+            "variants": {k: [a, kw] for k, (a, kw) in self.variants.items()},
+            "widths": list(self.widths), **self.fit_kwargs(),
+        }
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "channel": Protocol(
+        name="channel",
+        task="context_bars",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0},
+        variants={
+            "baseline": (None, {}),
+            "SE (r=4)": ("se", {"reduction": 4}),
+            "ECA": ("eca", {}),
+            "SK (G=8)": ("sk", {"groups": 8}),
+            "SimAM": ("simam", {}),
+        },
+    ),
+    "hybrid": Protocol(
+        name="hybrid",
+        task="cued_bars",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0},
+        variants={
+            "baseline": (None, {}),
+            "SE (r=4)": ("se", {"reduction": 4}),
+            "CBAM (r=4)": ("cbam", {"reduction": 4}),
+            "CBAM spatial→channel": ("cbam", {"reduction": 4, "order": "spatial-channel"}),
+            "CBAM parallel": ("cbam", {"reduction": 4, "order": "parallel"}),
+            "CBAM official": ("cbam", {"reduction": 4, "spatial_norm": True, "pool_order": "max-avg"}),
+            "BAM (r=4)": ("bam", {"reduction": 4}),
+            "BAM product": ("bam", {"reduction": 4, "combine": "product"}),
+            "cSE (r=2)": ("cse", {"reduction": 2}),
+            "sSE": ("sse", {}),
+            "scSE": ("scse", {}),
+            "scSE max": ("scse", {"aggregation": "max"}),
+            "Coordinate": ("coord", {}),
+        },
+    ),
+}
+
+
+def protocol(name: str) -> Protocol:
+    """The protocol of a part: ``"channel"`` (Part I) or ``"hybrid"`` (Part II)."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")
+    return PROTOCOLS[name]
+
+
+def run(name: str, seeds: Sequence[int] = (0, 1, 2, 3, 4), variants: Sequence[str] | None = None,
+        progress: bool = True) -> Comparison:
+    """Train the protocol's variants (all, or those named) with every seed."""
+    p = protocol(name)
+    chosen = list(p.variants) if variants is None else list(variants)
+    return compare({v: p.network(v) for v in chosen}, p.data(), seeds=seeds, progress=progress, **p.fit_kwargs())
+
+
+def results_path(name: str) -> Path:
+    """Where the package stores the results of protocol ``name``."""
+    return Path(str(resources.files("attncourse") / "results" / f"{name}.json"))
+
+
+def save(result: Comparison, name: str, path: str | Path | None = None) -> Path:
+    """Write ``result`` of protocol ``name`` as JSON, with the protocol and the machine it ran on."""
+    path = Path(path) if path is not None else results_path(name)
+    doc = {
+        "protocol": protocol(name).describe(),
+        "seeds": result.seeds,
+        "parameters": result.parameters,
+        "histories": {k: [{"train_loss": h.train_loss, "test_acc": h.test_acc, "seconds": h.seconds} for h in hs]
+                      for k, hs in result.histories.items()},
+        "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "date": datetime.date.today().isoformat()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclass
+class Stored:
+    """Results loaded from disk: the comparison, the protocol it was run with, and the machine."""
+
+    result: Comparison
+    protocol: dict[str, Any]
+    machine: dict[str, Any] = field(default_factory=dict)
+
+
+def load(name: str, path: str | Path | None = None, *, check: bool = True) -> Stored:
+    """Load the stored results of protocol ``name``.
+
+    With ``check`` (the default), raise ``ValueError`` if the stored protocol is not the current
+    one or a stored parameter count differs from the current code's: such results are stale.
+    """
+    path = Path(path) if path is not None else results_path(name)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    histories = {k: [History(h["train_loss"], h["test_acc"], h["seconds"]) for h in hs] for k, hs in doc["histories"].items()}
+    result = Comparison(doc["seeds"], histories, doc["parameters"])
+    if check:
+        p = protocol(name)
+        if doc["protocol"] != json.loads(json.dumps(p.describe())):
+            raise ValueError(f"experiments.load expected results of the current {name!r} protocol, got stale ones in {path}: "
+                             f"re-run `python -m attncourse.experiments {name}`")
+        for variant, count in doc["parameters"].items():
+            now = sum(q.numel() for q in p.network(variant)().parameters())
+            if now != count:
+                raise ValueError(f"experiments.load expected {variant!r} to have {now:,} parameters as the code does, "
+                                 f"got {count:,} in {path}: re-run `python -m attncourse.experiments {name}`")
+    return Stored(result, doc["protocol"], doc.get("machine", {}))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m attncourse.experiments", description=__doc__.split("\n")[0])
+    parser.add_argument("name", choices=sorted(PROTOCOLS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", type=Path, default=None, help="default: the package's results folder")
+    args = parser.parse_args(argv)
+    result = run(args.name, args.seeds)
+    print(result.table())
+    print("written to", save(result, args.name, args.out))
+
+
+if __name__ == "__main__":
+    main()

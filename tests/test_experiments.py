@@ -1,0 +1,70 @@
+"""The parts' stored comparisons: present, complete, and still those of the current code."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from attncourse import experiments
+from attncourse.train import Comparison, History
+
+
+@pytest.mark.parametrize("name", sorted(experiments.PROTOCOLS))
+def test_stored_results_match_the_current_protocol(name):
+    stored = experiments.load(name)  # raises if the protocol or a parameter count changed
+    p = experiments.protocol(name)
+    assert set(stored.result.histories) == set(p.variants)
+    assert len(stored.result.seeds) >= 3
+    for variant, runs in stored.result.histories.items():
+        assert len(runs) == len(stored.result.seeds)
+        for h in runs:
+            assert len(h.test_acc) == p.epochs and all(0.0 <= a <= 1.0 for a in h.test_acc)
+
+
+def _tiny(tmp_path, name="channel"):
+    p = experiments.protocol(name)
+    params = {v: sum(q.numel() for q in p.network(v)().parameters()) for v in p.variants}
+    hist = {v: [History([0.7] * p.epochs, [0.5] * p.epochs, 1.0)] for v in p.variants}
+    return experiments.save(Comparison([0], hist, params), name, tmp_path / f"{name}.json")
+
+
+def test_save_load_round_trip(tmp_path):
+    path = _tiny(tmp_path)
+    stored = experiments.load("channel", path)
+    assert stored.result.seeds == [0] and stored.result.mean("ECA") == 0.5
+    assert stored.machine["torch"].startswith("2.")
+
+
+def test_stale_protocol_is_refused(tmp_path):
+    path = _tiny(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["protocol"]["epochs"] += 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="stale"):
+        experiments.load("channel", path)
+    assert experiments.load("channel", path, check=False).result.seeds == [0]
+
+
+def test_changed_parameter_count_is_refused(tmp_path):
+    path = _tiny(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["parameters"]["ECA"] += 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="'ECA' to have 5,064 parameters"):
+        experiments.load("channel", path)
+
+
+def test_unknown_names_are_clear_errors():
+    with pytest.raises(ValueError, match="expected a protocol in"):
+        experiments.protocol("spatial")
+    with pytest.raises(ValueError, match="expected a variant in"):
+        experiments.protocol("hybrid").network("CBAM (r=16)")
+
+
+def test_run_trains_the_named_variants(monkeypatch):
+    p = experiments.protocol("channel")
+    small = experiments.Protocol(**{**p.__dict__, "task_kwargs": {"n_train": 64, "n_test": 32, "seed": 0}, "epochs": 1})
+    monkeypatch.setitem(experiments.PROTOCOLS, "channel", small)
+    result = experiments.run("channel", seeds=(0,), variants=["baseline", "ECA"], progress=False)
+    assert list(result.histories) == ["baseline", "ECA"] and result.parameters["ECA"] == result.parameters["baseline"] + 6
