@@ -34,7 +34,7 @@ from .hybrid.scse import ChannelSE, SpatialSE
 from .nets import TinyNet
 from .train import Comparison, History, compare
 
-__all__ = ["Protocol", "PROTOCOLS", "protocol", "run", "save", "load", "results_path"]
+__all__ = ["Protocol", "PROTOCOLS", "Stored", "protocol", "run", "save", "load", "results_path"]
 
 # Modules that are not registered under a name of their own, by the name the protocols use.
 _CLASSES: dict[str, Callable[..., nn.Module]] = {"cse": ChannelSE, "sse": SpatialSE}
