@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .data import Split, context_bars, cued_bars
+from .channel.se_variants import SEVariant
 from .hybrid.scse import ChannelSE, SpatialSE
 from .nets import TinyNet
 from .train import Comparison, History, compare
@@ -37,7 +38,7 @@ from .train import Comparison, History, compare
 __all__ = ["Protocol", "PROTOCOLS", "Stored", "protocol", "run", "save", "load", "results_path"]
 
 # Modules that are not registered under a name of their own, by the name the protocols use.
-_CLASSES: dict[str, Callable[..., nn.Module]] = {"cse": ChannelSE, "sse": SpatialSE}
+_CLASSES: dict[str, Callable[..., nn.Module]] = {"cse": ChannelSE, "sse": SpatialSE, "se-variant": SEVariant}
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Protocol:
     """A controlled comparison: one task, one network, one budget, several attention variants.
 
     ``variants`` maps a display name to ``(attn, kwargs)``: ``attn`` is ``None`` (no attention),
-    a registered mechanism name, or one of the module names ``"cse"``/``"sse"``.
+    a registered mechanism name, or one of the module names ``"cse"``, ``"sse"``, ``"se-variant"``.
     """
 
     name: str
@@ -92,6 +93,11 @@ PROTOCOLS: dict[str, Protocol] = {
             "ECA": ("eca", {}),
             "SK (G=8)": ("sk", {"groups": 8}),
             "SimAM": ("simam", {}),
+            # the controls of ECA's ablation (its Table 1), see chapters/channel/eca.md
+            "SE-Var1": ("se-variant", {"variant": "var1"}),
+            "SE-Var2": ("se-variant", {"variant": "var2"}),
+            "SE-Var3": ("se-variant", {"variant": "var3"}),
+            "SE-GC (G=4)": ("se-variant", {"variant": "gc", "groups": 4}),
         },
     ),
     "hybrid": Protocol(
