@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -36,21 +38,24 @@ def test_save_load_round_trip(tmp_path):
     assert stored.machine["torch"].startswith("2.")
 
 
-def test_stale_protocol_is_refused(tmp_path):
+def _tampered(tmp_path, edit):
+    """Stored results of the current protocol, then changed by ``edit(doc)`` as stale results would be."""
     path = _tiny(tmp_path)
     doc = json.loads(path.read_text())
-    doc["protocol"]["epochs"] += 1
+    edit(doc)
     path.write_text(json.dumps(doc))
+    return path
+
+
+def test_stale_protocol_is_refused(tmp_path):
+    path = _tampered(tmp_path, lambda doc: doc["protocol"].update(epochs=doc["protocol"]["epochs"] + 1))
     with pytest.raises(ValueError, match="stale"):
         experiments.load("channel", path)
     assert experiments.load("channel", path, check=False).result.seeds == [0]
 
 
 def test_changed_parameter_count_is_refused(tmp_path):
-    path = _tiny(tmp_path)
-    doc = json.loads(path.read_text())
-    doc["parameters"]["ECA"] += 1
-    path.write_text(json.dumps(doc))
+    path = _tampered(tmp_path, lambda doc: doc["parameters"].update(ECA=doc["parameters"]["ECA"] + 1))
     with pytest.raises(ValueError, match="'ECA' to have 5,064 parameters"):
         experiments.load("channel", path)
 
@@ -68,3 +73,32 @@ def test_run_trains_the_named_variants(monkeypatch):
     monkeypatch.setitem(experiments.PROTOCOLS, "channel", small)
     result = experiments.run("channel", seeds=(0,), variants=["baseline", "ECA"], progress=False)
     assert list(result.histories) == ["baseline", "ECA"] and result.parameters["ECA"] == result.parameters["baseline"] + 6
+
+
+def _quoted_rows():
+    """Table rows in the chapters that quote five stored seeds: | variant | ... | a, b, c, d, e | m ± s |."""
+    chapters = Path(__file__).resolve().parents[1] / "chapters"
+    for part in experiments.PROTOCOLS:
+        for md in sorted((chapters / part).glob("*.md")):
+            for line in md.read_text().splitlines():
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                seeds = [c for c in cells if re.fullmatch(r"\d\.\d\d(, \d\.\d\d){4}", c)]
+                if line.startswith("|") and seeds and re.fullmatch(r"\d\.\d\d ± \d\.\d\d", cells[-1]):
+                    yield part, md.name, cells[0], seeds[0], cells[-1]
+
+
+def test_numbers_quoted_in_the_chapters_are_the_stored_ones():
+    """Prose tables quote the stored runs; after `make results` they must be rewritten, or this fails."""
+    rows = list(_quoted_rows())
+    stored = {part: experiments.load(part).result for part in experiments.PROTOCOLS}
+    checked = 0
+    for part, page, variant, seeds, mean_sd in rows:
+        if variant not in stored[part].histories:
+            continue
+        accs = stored[part].accuracies(variant)
+        quoted = [float(v) for v in seeds.split(", ")]
+        assert max(abs(q - a) for q, a in zip(quoted, accs)) <= 0.0051, (page, variant, quoted, accs.round(3))
+        mean, sd = (float(v) for v in mean_sd.split(" ± "))
+        assert abs(mean - accs.mean()) <= 0.0051 and abs(sd - accs.std(ddof=1)) <= 0.0051, (page, variant, mean_sd)
+        checked += 1
+    assert checked >= 12, f"only {checked} quoted rows found"
