@@ -89,6 +89,7 @@ def fit(
     lr: float = 3e-3,
     weight_decay: float = 0.0,
     progress: bool | str = True,
+    track: bool = True,
 ) -> tuple[nn.Module, History]:
     """Build a model with ``model_fn`` under ``seed`` and train it with Adam.
 
@@ -100,6 +101,9 @@ def fit(
         data: the task.
         progress: ``False`` for silence, ``True`` or a label string for a one-line progress
             display that is overwritten each epoch.
+        track: evaluate on the test set after every epoch (``History.test_acc`` has one value
+            per epoch). ``False`` evaluates only after the last epoch, which saves about a sixth
+            of the time; the trained model is the same, since evaluation changes nothing.
 
     Returns:
         The trained model (in eval mode) and its :class:`History`.
@@ -129,9 +133,10 @@ def fit(
             sched.step()
             total += loss.item() * len(idx)
         hist.train_loss.append(total / n)
-        hist.test_acc.append(evaluate(model, data.x_test, data.y_test))
+        if track or epoch == epochs:
+            hist.test_acc.append(evaluate(model, data.x_test, data.y_test))
         if bar is not None:
-            bar.update(epoch, hist.train_loss[-1], hist.test_acc[-1])
+            bar.update(epoch, hist.train_loss[-1], hist.test_acc[-1] if hist.test_acc else math.nan)
     hist.seconds = time.perf_counter() - start
     model.eval()
     return model, hist

@@ -70,6 +70,18 @@ def test_fit_is_deterministic_and_learns():
     assert h1.train_loss[-1] < h1.train_loss[0]
 
 
+def test_fit_without_tracking_trains_the_same_model():
+    """track=False only skips the per-epoch test evaluations: same weights, same final accuracy."""
+    data = context_bars(200, 100, seed=0)
+    make = lambda: TinyNet(2, 2, widths=(8,), attn="cbam", attn_kwargs={"reduction": 2})
+    m1, h1 = fit(make, data, seed=3, epochs=3, progress=False)
+    m2, h2 = fit(make, data, seed=3, epochs=3, progress=False, track=False)
+    assert len(h1.test_acc) == 3 and len(h2.test_acc) == 1
+    assert h2.final_acc == h1.final_acc and h2.train_loss == h1.train_loss
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
 def test_compare_collects_every_variant_and_seed():
     data = context_bars(64, 32, seed=0)
     res = compare({"a": lambda: TinyNet(2, 2, widths=(4,)), "b": lambda: TinyNet(2, 2, widths=(4,), attn="se", attn_kwargs={"reduction": 2})},
