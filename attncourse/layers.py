@@ -27,6 +27,11 @@ class Gate(nn.Module):
         self.kind = kind
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        # Any shape is valid ((B, C), (B, 1, H, W), (B, M, C), ...); what is not is a non-tensor
+        # or integer logits, which the activations would reject with a less helpful message.
+        if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+            got = f"a {logits.dtype} tensor" if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"Gate expected a floating-point tensor of logits, got {got}")
         return self.activation(logits)
 
     def extra_repr(self) -> str:

@@ -16,6 +16,18 @@ from attncourse.show import show_source, source_of
 from attncourse.train import compare, fit
 
 
+def test_gate_accepts_any_shape_of_float_logits_and_refuses_the_rest():
+    from attncourse.layers import Gate
+
+    gate = Gate(kind="spatial")
+    for shape in [(2, 5), (1, 1, 7, 5), (3, 2, 4)]:
+        torch.testing.assert_close(gate(torch.zeros(shape, dtype=torch.float64)), torch.full(shape, 0.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^Gate expected a floating-point tensor of logits, got a torch.int64 tensor$"):
+        gate(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"^Gate expected a floating-point tensor of logits, got list$"):
+        gate([0.0, 1.0])
+
+
 def test_check_input_messages():
     with pytest.raises(ValueError, match=r"^Mod expected input of shape \(B, 3, H, W\), got \(1, 4, 2, 2\)$"):
         check_input("Mod", torch.zeros(1, 4, 2, 2), 3)
