@@ -1,4 +1,4 @@
-"""What a module costs: parameters and FLOPs.
+"""What a module costs: parameters, FLOPs and time.
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode``, which counts matrix
 multiplications and convolutions (2 FLOPs per multiply-add) and nothing else: pooling,
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "count_flops", "time_forward_backward", "Cost", "measure"]
+__all__ = ["count_parameters", "count_flops", "time_forward_backward", "Cost", "measure", "cost_table"]
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -53,13 +53,27 @@ def time_forward_backward(module: nn.Module, x: torch.Tensor, *, repeats: int = 
 
 @dataclass(frozen=True)
 class Cost:
-    """Parameters and counted FLOPs of one module on one input shape."""
+    """Parameters and counted FLOPs of one module on one input shape, and the time of one
+    forward+backward pass when it was measured."""
 
     parameters: int
     flops: int
     input_shape: tuple[int, ...]
+    seconds: float | None = None
 
 
-def measure(module: nn.Module, x: torch.Tensor) -> Cost:
-    """Parameters and FLOPs of ``module`` on ``x``."""
-    return Cost(count_parameters(module), count_flops(module, x), tuple(x.shape))
+def measure(module: nn.Module, x: torch.Tensor, *, repeats: int = 0, warmup: int = 3) -> Cost:
+    """Parameters and FLOPs of ``module`` on ``x``; with ``repeats > 0`` also the median time of
+    one forward+backward pass (:func:`time_forward_backward`), which depends on the machine."""
+    parameters, flops = count_parameters(module), count_flops(module, x)
+    seconds = time_forward_backward(module, x, repeats=repeats, warmup=warmup) if repeats > 0 else None
+    return Cost(parameters, flops, tuple(x.shape), seconds)
+
+
+def cost_table(costs: dict[str, Cost]) -> str:
+    """The rows of ``costs`` as a plain-text table: parameters, counted MFLOPs, ms per forward+backward."""
+    lines = [f"{'module':<22}{'parameters':>12}{'counted MFLOPs':>16}{'ms fwd+bwd':>12}"]
+    for name, c in costs.items():
+        ms = "" if c.seconds is None else f"{1e3 * c.seconds:.1f}"
+        lines.append(f"{name:<22}{c.parameters:>12,}{c.flops / 1e6:>16.2f}{ms:>12}")
+    return "\n".join(lines)

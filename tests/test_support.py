@@ -8,7 +8,7 @@ from torch import nn
 
 import attncourse
 from attncourse._checks import check_choice, check_divisible, check_input, check_positive_int
-from attncourse.cost import count_flops, count_parameters, measure
+from attncourse.cost import cost_table, count_flops, count_parameters, measure
 from attncourse.data import context_bars, cued_bars
 from attncourse.nets import TinyNet
 from attncourse.plot import capture_gates, recording
@@ -101,6 +101,15 @@ def test_compare_collects_every_variant_and_seed():
     assert list(res.histories) == ["a", "b"] and res.accuracies("b").shape == (2,)
     assert len(res.models["b"]) == 2 and not res.models["b"][0].training
     assert "| b |" in res.table() and res.parameters["b"] > res.parameters["a"]
+
+
+def test_measure_times_only_when_asked_and_cost_table_lists_every_row():
+    conv, x = nn.Conv2d(3, 8, 3, bias=False), torch.randn(1, 3, 6, 5)
+    untimed, timed = measure(conv, x), measure(conv, x, repeats=2, warmup=1)
+    assert untimed.seconds is None and timed.seconds > 0
+    assert (timed.parameters, timed.flops) == (untimed.parameters, untimed.flops) == (216, 2 * 216 * 4 * 3)
+    table = cost_table({"conv": timed, "untimed": untimed}).splitlines()
+    assert len(table) == 3 and table[1].split()[:3] == ["conv", "216", "0.01"] and len(table[2].split()) == 3
 
 
 def test_tinynet_accepts_a_factory_and_checks_its_input():

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import attncourse
-from attncourse.cost import count_flops, count_parameters, time_forward_backward
+from attncourse.cost import measure, time_forward_backward
 
 SHAPES = [(8, 64, 56, 56), (8, 256, 28, 28), (8, 512, 14, 14)]
 
@@ -36,10 +36,9 @@ def main() -> None:
         conv = nn.Conv2d(shape[1], shape[1], 3, padding=1, bias=False)
         t_conv = time_forward_backward(conv, x, repeats=args.repeats)
         for name in names:
-            m = attncourse.create(name, shape[1])
-            t = time_forward_backward(m, x, repeats=args.repeats)
-            print(f"{name:<10} {str(shape):<22} {count_parameters(m):>10,} {count_flops(m, x) / 1e6:>10.2f} "
-                  f"{1e3 * t:>9.2f} {1e3 * t_conv:>12.2f}")
+            c = measure(attncourse.create(name, shape[1]), x, repeats=args.repeats)
+            print(f"{name:<10} {str(shape):<22} {c.parameters:>10,} {c.flops / 1e6:>10.2f} "
+                  f"{1e3 * c.seconds:>9.2f} {1e3 * t_conv:>12.2f}")
         print()
 
 
