@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import reduce
 
-__all__ = ["Split", "context_bars", "cued_bars", "digits"]
+__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "digits"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,40 @@ def cued_bars(
         x[:n_train], y[:n_train], x[n_train:], y[n_train:], 2,
         f"cued_bars: orientation of the cued bar among {distractors} distractors, {size}x{size}, seed {seed}",
     )
+
+
+def cue_ranked_first(maps: torch.Tensor, clean: torch.Tensor, *, bar: int = 4) -> float:
+    """How often a spatial map is highest on the cued bar of ``cued_bars``, among all its bars.
+
+    ``cued_bars`` places its bars in the cells of a grid of ``bar`` × ``bar`` pixels. With the
+    noise-free images ``clean`` (``cued_bars(..., noise=0.0)`` with the same seed and sizes: the
+    same bars and cue), the map is averaged inside every cell that holds a bar, and an image counts
+    when the cued bar's cell has the highest average. Chance is one over the number of bars.
+
+    Args:
+        maps: ``(N, H, W)`` spatial weights, one map per image.
+        clean: ``(N, 2, H, W)`` the same images without noise (channel 0 bars, channel 1 cue).
+        bar: the bar length of ``cued_bars``, which is its grid's cell size.
+
+    Returns:
+        The fraction of the ``N`` images whose map ranks the cued bar first.
+    """
+    if clean.dim() != 4 or clean.shape[1] != 2 or maps.shape != (clean.shape[0], *clean.shape[2:]):
+        raise ValueError(f"cue_ranked_first expected maps (N, H, W) and clean images (N, 2, H, W), "
+                         f"got {tuple(maps.shape)} and {tuple(clean.shape)}")
+    if clean.shape[2] % bar or clean.shape[3] % bar:
+        raise ValueError(f"cue_ranked_first expected H and W divisible by bar={bar}, got {tuple(clean.shape[2:])}")
+
+    def cells(m: torch.Tensor) -> torch.Tensor:  # (N, H, W) -> (N, cells): the mean in each cell
+        return reduce(m, "n (gy y) (gx x) -> n (gy gx)", "mean", y=bar, x=bar)
+
+    has_bar = cells(clean[:, 0].abs()) > 0
+    cue_cell = cells(clean[:, 1]).argmax(1)
+    if not has_bar[torch.arange(len(cue_cell)), cue_cell].all():
+        raise ValueError("cue_ranked_first expected noise-free cued_bars images (the cue on a bar), "
+                         "got images where the cue's cell holds no bar")
+    ranked = cells(maps).masked_fill(~has_bar, -float("inf"))  # compare the bar cells only
+    return (ranked.argmax(1) == cue_cell).double().mean().item()
 
 
 def digits(*, test_fraction: float = 0.3, seed: int = 0) -> Split:

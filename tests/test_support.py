@@ -9,7 +9,7 @@ from torch import nn
 import attncourse
 from attncourse._checks import check_choice, check_divisible, check_input, check_positive_int
 from attncourse.cost import cost_table, count_flops, count_parameters, measure
-from attncourse.data import context_bars, cued_bars
+from attncourse.data import context_bars, cue_ranked_first, cued_bars
 from attncourse.nets import TinyNet
 from attncourse.plot import capture_gates, recording
 from attncourse.show import show_source, source_of
@@ -71,6 +71,20 @@ def test_context_bars_label_is_orientation_xor_context():
     cols = d.x_train[:, 0].sum(1).amax(1)
     orient = (cols > rows).long()
     assert torch.equal(orient ^ context, d.y_train)
+
+
+def test_cue_ranked_first_counts_the_images_whose_map_peaks_on_the_cued_bar():
+    clean = cued_bars(0, 40, noise=0.0, seed=2).x_test
+    assert cue_ranked_first(clean[:, 1], clean) == 1.0                      # the cue blob itself
+    distractors_only = clean[:, 0].clone()
+    blob_cell = (clean[:, 1:2] > 0.45).float()                               # near the cue's centre
+    assert cue_ranked_first(distractors_only - 10 * blob_cell[:, 0], clean) == 0.0
+    half = torch.where(torch.arange(40)[:, None, None] < 10, clean[:, 1], -clean[:, 1])
+    assert cue_ranked_first(half, clean) == 0.25
+    with pytest.raises(ValueError, match=r"cue_ranked_first expected maps \(N, H, W\) and clean images"):
+        cue_ranked_first(clean[:, :1], clean)
+    with pytest.raises(ValueError, match="the cue's cell holds no bar"):
+        cue_ranked_first(clean[:, 1], torch.stack([torch.zeros_like(clean[:, 0]), clean[:, 1]], 1))
 
 
 def test_fit_is_deterministic_and_learns():
