@@ -1,45 +1,465 @@
 """Speed figures for every registered mechanism on this machine: `make bench`.
 
 Timings depend on the machine and its load, so they live here and never in the tests.
-Prints parameters, counted FLOPs and the median time of one forward+backward pass
-for each mechanism at a few ResNet-like shapes, next to a 3x3 convolution of the same width
-for scale.
+
+Two tables:
+
+- ``costs``: parameters, counted FLOPs and the median time of one forward+backward pass for
+  each mechanism at a few ResNet-like shapes, next to a 3x3 convolution of the same width.
+- ``refs``: each mechanism against a *reference*, the same computation written the way
+  production libraries (timm, the papers' official repositories) write it: plain PyTorch, no
+  einops, no input checks, no ``Gate`` submodules. Each reference gets the module's weights
+  and is checked equal to it (outputs and gradients) before it is timed; module and reference
+  then run interleaved (ABBA order, blocks of passes, the minimum over blocks of each block's
+  median), so that load drifting on a shared machine hits both alike.
+
+The references are importable (``tests/test_benchmark_refs.py`` checks every one of them
+against its module, so they cannot drift): ``reference_for(module)`` returns a reference
+holding a copy of ``module``'s weights. Every registered mechanism must have one.
+
+Options: ``--threads`` (torch threads), ``--table costs|refs|all``, ``--only`` names,
+``--overhead`` (also time each module with its input checks and gates stripped out),
+``--clock cpu`` (the process's CPU time instead of wall time; steadier on a busy machine
+with ``--threads 1``, meaningless with several threads that spin while they wait).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import math
 import platform
+import statistics
+import sys
+import time
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import attncourse
 from attncourse.cost import measure, time_forward_backward
+from attncourse.layers import Gate
 
 SHAPES = [(8, 64, 56, 56), (8, 256, 28, 28), (8, 512, 14, 14)]
+REF_SHAPES = [(8, 256, 28, 28), (8, 512, 14, 14)]
+
+# ----------------------------------------------------------------------------------------------
+# References: plain PyTorch, written as production code writes these blocks. Each builder takes
+# the package's module, refuses configurations it does not implement, and copies the weights.
+# ----------------------------------------------------------------------------------------------
+
+REFERENCES: dict[str, Callable[[nn.Module], nn.Module]] = {}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--only", nargs="*", default=None, help="mechanism names (default: all)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    names = args.only or attncourse.available()
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
-          f"median of {args.repeats} forward+backward passes\n")
+def _reference(name: str):
+    def decorate(build):
+        REFERENCES[name] = build
+        return build
+
+    return decorate
+
+
+def _require(module: nn.Module, **settings) -> None:
+    """The reference implements only these settings of the module (its defaults)."""
+    for key, want in settings.items():
+        got = getattr(module, key)
+        if got != want:
+            raise NotImplementedError(f"the reference for {type(module).__name__} needs {key}={want!r}, got {got!r}")
+
+
+def _copy(dst: nn.Module, src: nn.Module) -> None:
+    """Copy src's parameters and buffers into dst's (same order; reshaped, e.g. Linear -> 1x1 conv)."""
+    d, s = dict(dst.state_dict()), src.state_dict()
+    if len(d) != len(s):
+        raise ValueError(f"{type(dst).__name__} has {len(d)} tensors, {type(src).__name__} has {len(s)}")
+    with torch.no_grad():
+        for (kd, td), (ks, ts) in zip(d.items(), s.items()):
+            if td.numel() != ts.numel():
+                raise ValueError(f"cannot copy {ks} {tuple(ts.shape)} into {kd} {tuple(td.shape)}")
+            td.copy_(ts.reshape(td.shape))
+
+
+class SERef(nn.Module):
+    """timm's SEModule / the SE release: mean, 1x1 conv, ReLU, 1x1 conv, sigmoid, multiply."""
+
+    def __init__(self, channels: int, hidden: int, bias: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=bias)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=bias)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        s = self.fc2(F.relu(self.fc1(s), inplace=True))
+        return x * s.sigmoid()
+
+
+@_reference("se")
+def _se(m):
+    ref = SERef(m.channels, m.hidden, m.bias)
+    _copy(ref, m)
+    return ref
+
+
+class ECARef(nn.Module):
+    """The official ECA module (BangguWu/ECANet) and timm's EcaModule."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
+
+    def forward(self, x):
+        y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+        y = self.conv(y).view(x.shape[0], -1, 1, 1).sigmoid()
+        return x * y
+
+
+@_reference("eca")
+def _eca(m):
+    ref = ECARef(m.kernel_size)
+    _copy(ref, m)
+    return ref
+
+
+class SKRef(nn.Module):
+    """timm's SelectiveKernel (attn part) with the SKNet layout: M dilated 3x3 grouped conv-BN-ReLU
+    paths, stacked, summed, pooled, FC-BN-ReLU, FC to M*C, softmax over the paths, weighted sum."""
+
+    def __init__(self, channels: int, branches: int, groups: int, hidden: int) -> None:
+        super().__init__()
+        self.paths = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=m, dilation=m, groups=groups, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            )
+            for m in range(1, branches + 1)
+        )
+        self.fc = nn.Linear(channels, hidden, bias=False)
+        self.bn = nn.BatchNorm1d(hidden)
+        self.select = nn.Linear(hidden, branches * channels, bias=False)
+        self.branches = branches
+
+    def forward(self, x):
+        b, c = x.shape[:2]
+        u = torch.stack([p(x) for p in self.paths], 1)
+        s = u.sum(1).mean((2, 3))
+        z = F.relu(self.bn(self.fc(s)), inplace=True)
+        a = self.select(z).view(b, self.branches, c, 1, 1).softmax(1)
+        return (u * a).sum(1)
+
+
+@_reference("sk")
+def _sk(m):
+    ref = SKRef(m.channels, m.branches, m.groups, m.hidden)
+    _copy(ref, m)
+    return ref
+
+
+class SimAMRef(nn.Module):
+    """The official simam_module (ZjjConan/SimAM), with n = max(HW - 1, 1) as the package."""
+
+    def __init__(self, e_lambda: float) -> None:
+        super().__init__()
+        self.e_lambda = e_lambda
+
+    def forward(self, x):
+        n = max(x.shape[2] * x.shape[3] - 1, 1)
+        d = (x - x.mean(dim=[2, 3], keepdim=True)).pow(2)
+        y = d / (4 * (d.sum(dim=[2, 3], keepdim=True) / n + self.e_lambda)) + 0.5
+        return x * torch.sigmoid(y)
+
+
+@_reference("simam")
+def _simam(m):
+    return SimAMRef(m.e_lambda)
+
+
+class CBAMRef(nn.Module):
+    """CBAM as the official code (Jongchan/attention-module) writes it, in the paper's settings
+    (conv with bias and no BN, [avg; max]): pools as avg_pool2d / max_pool2d over the whole map,
+    one MLP on both, channel max with torch.max."""
+
+    def __init__(self, channels: int, hidden: int, k: int, bias: bool) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden, bias=bias), nn.ReLU(), nn.Linear(hidden, channels, bias=bias))
+        self.spatial = nn.Conv2d(2, 1, k, padding=k // 2)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        avg = F.avg_pool2d(x, (h, w)).view(b, c)
+        mx = F.max_pool2d(x, (h, w)).view(b, c)
+        x = x * (self.mlp(avg) + self.mlp(mx)).sigmoid().view(b, c, 1, 1)
+        pooled = torch.cat([x.mean(1, keepdim=True), torch.max(x, 1, keepdim=True)[0]], 1)
+        return x * self.spatial(pooled).sigmoid()
+
+
+@_reference("cbam")
+def _cbam(m):
+    _require(m, order="channel-spatial", spatial_norm=False, pool_order="avg-max")
+    ref = CBAMRef(m.channels, m.hidden, m.kernel_size, m.bias)
+    _copy(ref, m)
+    return ref
+
+
+class BAMRef(nn.Module):
+    """BAM as the official code writes it (expand_as, att = 1 + sigmoid(.), att * x), in the paper's
+    settings: sum of the branches, BN at each branch's output."""
+
+    def __init__(self, channels: int, hidden: int, d: int) -> None:
+        super().__init__()
+        self.fc0 = nn.Linear(channels, hidden)
+        self.fc1 = nn.Linear(hidden, channels)
+        self.bn_c = nn.BatchNorm1d(channels)
+        self.f0 = nn.Conv2d(channels, hidden, 1)
+        self.f1 = nn.Conv2d(hidden, hidden, 3, padding=d, dilation=d)
+        self.f2 = nn.Conv2d(hidden, hidden, 3, padding=d, dilation=d)
+        self.f3 = nn.Conv2d(hidden, 1, 1)
+        self.bn_s = nn.BatchNorm2d(1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        mc = self.bn_c(self.fc1(F.relu(self.fc0(F.avg_pool2d(x, (h, w)).view(b, c))))).view(b, c, 1, 1)
+        ms = self.bn_s(self.f3(F.relu(self.f2(F.relu(self.f1(F.relu(self.f0(x))))))))
+        att = 1 + torch.sigmoid(mc.expand_as(x) + ms.expand_as(x))
+        return att * x
+
+
+@_reference("bam")
+def _bam(m):
+    _require(m, combine="sum", bn="output")
+    ref = BAMRef(m.channels, m.hidden, m.dilation)
+    _copy(ref, m)
+    return ref
+
+
+class SCSERef(nn.Module):
+    """The official ChannelSpatialSELayer (ai-med/squeeze_and_excitation), with the MICCAI sum."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.conv = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, x):
+        b, c = x.shape[:2]
+        s = x.view(b, c, -1).mean(dim=2)
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
+        cse = x * s.view(b, c, 1, 1)
+        sse = x * torch.sigmoid(self.conv(x))
+        return cse + sse
+
+
+@_reference("scse")
+def _scse(m):
+    _require(m, aggregation="sum")
+    ref = SCSERef(m.channels, m.cse.hidden)
+    _copy(ref, m)
+    return ref
+
+
+class CoordRef(nn.Module):
+    """The official CoordAtt (houqb/CoordAttention): adaptive pools, cat, conv-BN-h_swish, split,
+    two 1x1 convs with sigmoids, identity * a_w * a_h."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, hidden, 1)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.conv_h = nn.Conv2d(hidden, channels, 1)
+        self.conv_w = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x):
+        h, w = x.shape[2:]
+        x_h = F.adaptive_avg_pool2d(x, (h, 1))
+        x_w = F.adaptive_avg_pool2d(x, (1, w)).permute(0, 1, 3, 2)
+        y = F.hardswish(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))
+        x_h, x_w = torch.split(y, [h, w], dim=2)
+        a_h = self.conv_h(x_h).sigmoid()
+        a_w = self.conv_w(x_w.permute(0, 1, 3, 2)).sigmoid()
+        return x * a_w * a_h
+
+
+@_reference("coord")
+def _coord(m):
+    ref = CoordRef(m.channels, m.hidden)
+    _copy(ref, m)
+    return ref
+
+
+def _name_of(module: nn.Module) -> str:
+    for name in attncourse.available():
+        if type(module) is attncourse.get(name):
+            return name
+    raise ValueError(f"{type(module).__name__} is not a registered mechanism")
+
+
+def reference_for(module: nn.Module) -> nn.Module:
+    """A plain-PyTorch reference of ``module``'s computation, holding a copy of its weights,
+    in the same training mode. Raises ``KeyError`` if the mechanism has no reference."""
+    name = _name_of(module)
+    if name not in REFERENCES:
+        raise KeyError(f"no benchmark reference for {name!r}: add one to tools/benchmark.py")
+    ref = REFERENCES[name](module)
+    return ref.to(next(iter(module.parameters()), torch.empty(0)).dtype).train(module.training)
+
+
+def check_reference(module: nn.Module, ref: nn.Module, x: torch.Tensor, **tolerances) -> None:
+    """Assert that ``ref`` computes what ``module`` computes: output and input gradient, on
+    copies of both (so that batch-norm running statistics are left as they were)."""
+    module, ref = copy.deepcopy(module), copy.deepcopy(ref)
+    g = torch.randn_like(x)
+    outs = []
+    for m in (module, ref):
+        xi = x.detach().clone().requires_grad_(True)
+        y = m(xi)
+        y.backward(g)
+        outs.append((y.detach(), xi.grad))
+    torch.testing.assert_close(outs[1][0], outs[0][0], **tolerances)
+    torch.testing.assert_close(outs[1][1], outs[0][1], **tolerances)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stripped modules: the same module without its input checks and gates, to measure their cost.
+# ----------------------------------------------------------------------------------------------
+
+
+class _Stripped(nn.Module):
+    """``module`` with every ``Gate`` replaced by its activation and ``check_input`` made a no-op."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.inner = copy.deepcopy(module)
+        for parent in list(self.inner.modules()):
+            for key, child in list(parent.named_children()):
+                if isinstance(child, Gate):
+                    setattr(parent, key, child.activation)
+        self._namespaces = {
+            sys.modules[type(m).__module__]
+            for m in self.inner.modules()
+            if hasattr(sys.modules[type(m).__module__], "check_input")
+        }
+
+    @contextlib.contextmanager
+    def _no_checks(self):
+        saved = [(ns, ns.check_input) for ns in self._namespaces]
+        for ns, _ in saved:
+            ns.check_input = lambda module, x, *args, **kwargs: x
+        try:
+            yield
+        finally:
+            for ns, f in saved:
+                ns.check_input = f
+
+    def forward(self, x):
+        with self._no_checks():
+            return self.inner(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Interleaved timing.
+# ----------------------------------------------------------------------------------------------
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+
+
+def _one_pass(m: nn.Module, x: torch.Tensor, g: torch.Tensor) -> float:
+    x.grad = None
+    for p in m.parameters():
+        p.grad = None
+    start = _clock()
+    m(x).backward(g)
+    return _clock() - start
+
+
+def time_interleaved(
+    modules: list[nn.Module], x: torch.Tensor, *, blocks: int = 5, per_block: int = 6, warmup: int = 2
+) -> list[float]:
+    """Seconds of one forward+backward pass of each module on ``x``: the passes alternate
+    (forward order, then reversed, within every round), and each module's figure is the minimum
+    over ``blocks`` of the median of its ``per_block`` passes in that block."""
+    x = x.detach().clone().requires_grad_(True)
+    g = torch.randn_like(x)
+    for _ in range(warmup):
+        for m in modules:
+            _one_pass(m, x, g)
+    best = [math.inf] * len(modules)
+    for _ in range(blocks):
+        times: list[list[float]] = [[] for _ in modules]
+        for r in range(per_block):
+            order = range(len(modules)) if r % 2 == 0 else reversed(range(len(modules)))
+            for i in order:
+                times[i].append(_one_pass(modules[i], x, g))
+        best = [min(b, statistics.median(t)) for b, t in zip(best, times)]
+    return best
+
+
+def compare(names: list[str], shapes, *, blocks: int, per_block: int, overhead: bool) -> None:
+    print(f"{'module':<8} {'input (B, C, H, W)':<20} {'ms module':>10} {'ms reference':>13} {'ratio':>7}"
+          + (f" {'ms stripped':>12} {'checks+gates':>13}" if overhead else ""))
+    ratios = []
+    for shape in shapes:
+        torch.manual_seed(0)
+        x = torch.randn(shape)
+        for name in names:
+            module = attncourse.create(name, shape[1])
+            ref = reference_for(module)
+            check_reference(module, ref, x[:2], rtol=1e-4, atol=1e-5)
+            candidates = [module, ref] + ([_Stripped(module)] if overhead else [])
+            t = time_interleaved(candidates, x, blocks=blocks, per_block=per_block)
+            ratios.append(t[0] / t[1])
+            line = f"{name:<8} {str(shape):<20} {1e3 * t[0]:>10.2f} {1e3 * t[1]:>13.2f} {t[0] / t[1]:>7.3f}"
+            if overhead:
+                line += f" {1e3 * t[2]:>12.2f} {100 * (t[0] / t[2] - 1):>+12.1f}%"
+            print(line, flush=True)
+    gm = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    print(f"\ngeometric mean of the ratios: {gm:.3f}  (worst: {max(ratios):.3f}; target: each <= 1.05, mean <= 1.0)")
+
+
+def costs(names: list[str], repeats: int) -> None:
     print(f"{'module':<10} {'input (B, C, H, W)':<22} {'params':>10} {'MFLOPs':>10} {'ms':>9} {'ms 3x3 conv':>12}")
     for shape in SHAPES:
         x = torch.randn(shape)
         conv = nn.Conv2d(shape[1], shape[1], 3, padding=1, bias=False)
-        t_conv = time_forward_backward(conv, x, repeats=args.repeats)
+        t_conv = time_forward_backward(conv, x, repeats=repeats)
         for name in names:
-            c = measure(attncourse.create(name, shape[1]), x, repeats=args.repeats)
+            c = measure(attncourse.create(name, shape[1]), x, repeats=repeats)
             print(f"{name:<10} {str(shape):<22} {c.parameters:>10,} {c.flops / 1e6:>10.2f} "
                   f"{1e3 * c.seconds:>9.2f} {1e3 * t_conv:>12.2f}")
         print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10, help="passes per figure in the costs table")
+    parser.add_argument("--blocks", type=int, default=5, help="blocks of interleaved passes (refs table)")
+    parser.add_argument("--per-block", type=int, default=6, help="passes of each module per block (refs table)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall time (default), or the process's CPU time: with --threads 1 on a busy "
+                             "machine, CPU time leaves out the time the process waits for a core")
+    parser.add_argument("--table", choices=["costs", "refs", "all"], default="all")
+    parser.add_argument("--overhead", action="store_true", help="also time each module without checks and gates")
+    parser.add_argument("--only", nargs="*", default=None, help="mechanism names (default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    global _clock
+    _clock = CLOCKS[args.clock]
+    names = args.only or attncourse.available()
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"{args.clock} clock\n")
+    if args.table in ("costs", "all"):
+        print(f"Costs: median of {args.repeats} forward+backward passes\n")
+        costs(names, args.repeats)
+    if args.table in ("refs", "all"):
+        print(f"Module against its plain-PyTorch reference: forward+backward, float32, interleaved, "
+              f"min over {args.blocks} blocks of the median of {args.per_block} passes\n")
+        compare(names, REF_SHAPES, blocks=args.blocks, per_block=args.per_block, overhead=args.overhead)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""The benchmark's plain-PyTorch references (tools/benchmark.py) compute what the modules compute.
+
+``make bench`` times every registered module against a reference written the way production
+libraries write it; these tests keep the references honest (equal outputs and gradients on random
+weights) and complete (every registered module has one), so the speed table cannot drift into
+comparing different computations. No timing here: timings live in the benchmark only.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import attncourse
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = attncourse.available()
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("attncourse_benchmark", ROOT / "tools" / "benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_benchmark()
+
+
+def _randomise(module):
+    """Random weights and batch-norm statistics, so that a wrongly copied tensor shows."""
+    with torch.no_grad():
+        for t in list(module.parameters()) + [b for b in module.buffers() if b.is_floating_point()]:
+            t.copy_(torch.rand_like(t) + 0.5 if "running_var" in _name(module, t) else torch.randn_like(t) * 0.5)
+    return module
+
+
+def _name(module, tensor):
+    return next(n for n, t in module.state_dict(keep_vars=True).items() if t is tensor)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_module_has_a_reference(name):
+    assert name in bench.REFERENCES, f"add a plain-PyTorch reference for {name!r} to tools/benchmark.py"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_reference_equals_module(name, training):
+    m = _randomise(attncourse.create(name, 64)).double().train(training)
+    ref = bench.reference_for(m)
+    x = torch.randn(3, 64, 7, 5, dtype=torch.float64)
+    bench.check_reference(m, ref, x, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_equals_module_float32(name):
+    m = _randomise(attncourse.create(name, 64))
+    bench.check_reference(m, bench.reference_for(m), torch.randn(2, 64, 6, 9), rtol=1e-4, atol=1e-5)
+
+
+def test_a_wrong_reference_is_caught():
+    m = _randomise(attncourse.create("se", 64)).double()
+    ref = bench.reference_for(m)
+    with torch.no_grad():
+        ref.fc2.bias.add_(1e-3)
+    with pytest.raises(AssertionError):
+        bench.check_reference(m, ref, torch.randn(2, 64, 5, 5, dtype=torch.float64), rtol=1e-10, atol=1e-12)
+
+
+def test_a_module_without_reference_is_refused():
+    with pytest.raises(ValueError, match="not a registered mechanism"):
+        bench.reference_for(torch.nn.Conv2d(4, 4, 1))
+
+
+def test_unsupported_settings_are_refused_not_silently_compared():
+    with pytest.raises(NotImplementedError, match="aggregation"):
+        bench.reference_for(attncourse.create("scse", 64, aggregation="max"))
+
+
+def test_stripped_module_has_no_gates_and_computes_the_same():
+    m = _randomise(attncourse.create("cbam", 64)).double()
+    stripped = bench._Stripped(m)
+    assert not any(isinstance(s, attncourse.Gate) for s in stripped.modules())
+    x = torch.randn(2, 64, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(stripped(x), m(x))
+    with pytest.raises(ValueError):  # the checks are back outside the stripped module's forward
+        m(torch.randn(2, 32, 5, 7))
+
+
+def test_interleaved_timing_returns_one_figure_per_module():
+    m = attncourse.create("se", 16)
+    t = bench.time_interleaved([m, bench.reference_for(m)], torch.randn(2, 16, 4, 4), blocks=1, per_block=2, warmup=0)
+    assert len(t) == 2 and all(s > 0 for s in t)
