@@ -7,41 +7,80 @@ from typing import Any
 from ..channel.eca import eca_kernel_size
 from . import Feedback, check_number, failed, is_unanswered, not_attempted, passed
 
-__all__ = ["check_eca_resnet50_parameters", "check_cross_channel"]
+__all__ = ["check_eca_resnet152_parameters", "check_permutation", "check_eca_resnet50_parameters", "check_cross_channel"]
 
-_STAGES = [(256, 3), (512, 4), (1024, 6), (2048, 3)]
+_WIDTHS = (256, 512, 1024, 2048)
+_RESNET152 = (3, 8, 36, 3)
+_RESNET50 = (3, 4, 6, 3)
 
 
-def check_eca_resnet50_parameters(answer: Any) -> Feedback:
-    """Exercise 1: ECA's parameters in ResNet-50 with the formula's kernel sizes."""
-    right = sum(n * eca_kernel_size(c) for c, n in _STAGES)
-    released = 3 * 3 + 4 * 5 + 6 * 5 + 3 * 7
+# Exercise 1 (ECA in ResNet-152 with the formula's kernels), typical mistakes: the released
+# per-stage kernels (3, 5, 5, 7), one module per stage, a bias counted, ResNet-50's block counts,
+# the formula applied to the inner 3×3 widths (64 ... 512), k = 3 everywhere.
+def check_eca_resnet152_parameters(answer: Any) -> Feedback:
+    """Exercise 1: ECA's parameters in ResNet-152 with the kernel sizes of the paper's formula."""
+    ks = [eca_kernel_size(c) for c in _WIDTHS]
+    right = sum(n * k for n, k in zip(_RESNET152, ks))
     return check_number(
         answer,
         right,
-        what="ECA's parameters in ResNet-50",
+        what="ECA's parameters in ResNet-152",
         hints={
-            released: "That is the released model's count with k = (3, 5, 5, 7) per stage; the formula gives (5, 5, 5, 7).",
-            sum(eca_kernel_size(c) for c, _ in _STAGES): "Every bottleneck has its own ECA: multiply by the blocks per stage.",
-            sum(n * (eca_kernel_size(c) + 1) for c, n in _STAGES): "ECA's 1-D convolution has no bias.",
+            sum(n * k for n, k in zip(_RESNET152, (3, 5, 5, 7))): "That uses the released ECA-ResNet-50's kernels "
+            "(3, 5, 5, 7); the formula on the output widths 256 ... 2048 gives (5, 5, 5, 7).",
+            sum(ks): "Every bottleneck has its own ECA: multiply by the blocks per stage (3, 8, 36, 3).",
+            sum(n * (k + 1) for n, k in zip(_RESNET152, ks)): "ECA's 1-D convolution has no bias.",
+            sum(n * k for n, k in zip(_RESNET50, ks)): "That is ResNet-50 (3, 4, 6, 3 blocks); ResNet-152 has 3, 8, 36, 3.",
+            sum(n * eca_kernel_size(c // 4) for n, c in zip(_RESNET152, _WIDTHS)): "That applies ψ to the inner 3×3 "
+            "widths (64 ... 512); ECA sits on the bottleneck's output, 256 ... 2048 channels.",
+            3 * sum(_RESNET152): "That is k = 3 everywhere (the repository's default); the exercise asks for the formula's k.",
         },
     )
 
 
+def check_eca_resnet50_parameters(answer: Any) -> Feedback:
+    """The former exercise 1 (ResNet-50); kept for readers of older copies of the chapter."""
+    right = sum(n * eca_kernel_size(c) for c, n in zip(_WIDTHS, _RESNET50))
+    return check_number(answer, right, what="ECA's parameters in ResNet-50")
+
+
+# Exercise 2 (which modules commute with a permutation of the channels, same weights), typical
+# mistakes: ECA taken as equivariant because its kernel is shared (but its neighbourhoods follow
+# the channel order, and the zero padding fixes the ends), SE taken as equivariant because it
+# pools every channel alike (but W1 and W2 are tied to the order), SimAM taken as not
+# equivariant although it treats every channel alike and alone.
+def check_permutation(answer: Any) -> Feedback:
+    """Exercise 2: for which modules does permuting the input channels just permute the output (same weights)?"""
+    what = "Permuting the channels"
+    if is_unanswered(answer):
+        return not_attempted(what)
+    expected = {"se": False, "eca": False, "simam": True}
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        return failed(f"{what}: expected a dict with keys {sorted(expected)}, got {answer!r}")
+    why = {
+        "se": "SE: the weights of W1 and W2 are tied to the channel order. Permuting the input permutes the "
+        "columns of W1's input, not W1 itself, so the weights change unless W1 and W2 are permuted too.",
+        "eca": "ECA: the kernel is shared, but the neighbourhood of channel c is c − p ... c + p in the channel "
+        "order. After a permutation, a channel has other neighbours (and the zero padding sits at other channels), "
+        "so its weight changes.",
+        "simam": "SimAM: each channel's weights depend only on that channel's own values, by the same formula for "
+        "every channel, so permuting the channels permutes the output and nothing else.",
+    }
+    wrong = [k for k in expected if bool(answer[k]) != expected[k]]
+    if wrong:
+        return failed(f"{what}: not right for {', '.join(wrong)}. " + " ".join(why[k] for k in wrong))
+    return passed(f"{what}: right. " + " ".join(why.values()))
+
+
 def check_cross_channel(answer: Any) -> Feedback:
-    """Exercise 2: which modules can let channel c depend on a far-away channel c'."""
+    """The former exercise 2 (cross-channel context); kept for readers of older copies of the chapter."""
     what = "Cross-channel context"
     if is_unanswered(answer):
         return not_attempted(what)
     expected = {"se": True, "eca": False, "simam": False}
     if not isinstance(answer, dict) or set(answer) != set(expected):
         return failed(f"{what}: expected a dict with keys {sorted(expected)}, got {answer!r}")
-    why = {
-        "se": "SE's first layer W1 mixes all C channels, so any channel's weight can depend on any other's mean.",
-        "eca": "ECA's weight for channel c depends only on the k channels around c in the channel order (k = 3 to 7).",
-        "simam": "SimAM compares each neuron with its own channel's mean and variance; nothing crosses channels.",
-    }
     wrong = [k for k in expected if bool(answer[k]) != expected[k]]
     if wrong:
-        return failed(f"{what}: not right for {', '.join(wrong)}. " + " ".join(why[k] for k in wrong))
-    return passed(f"{what}: right. " + " ".join(why.values()))
+        return failed(f"{what}: not right for {', '.join(wrong)}.")
+    return passed(f"{what}: right.")

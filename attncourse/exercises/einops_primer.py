@@ -9,7 +9,16 @@ import torch
 
 from . import Feedback, compare_tensors, failed, passed, run_answer
 
-__all__ = ["check_to_tokens", "check_split_heads", "check_patchify", "check_attention_scores"]
+__all__ = [
+    "check_window_tokens",
+    "check_map_heads",
+    "check_unpatchify",
+    "check_shared_key_scores",
+    "check_to_tokens",
+    "check_split_heads",
+    "check_patchify",
+    "check_attention_scores",
+]
 
 
 def _result(problem: Feedback | None, success: str) -> Feedback:
@@ -119,3 +128,149 @@ def check_attention_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tens
         return None
 
     return _result(_first_problem(fn, cases, reference, what, diagnose), f"{what} is right: einsum('b h i d, b h j d -> b h i j') / sqrt(d).")
+
+
+# The exercises of the chapter. The four checkers below the line of "former exercises" are kept
+# for readers of older copies of the chapter, whose exercises repeated patterns the text shows.
+
+
+# Exercise 1 (windows of p x p tokens), typical mistakes: strided sampling instead of contiguous
+# windows ((p1 h) instead of (h p1)), the channel axis not moved last, windows ordered (w h), the
+# windows put after the batch ((h w b)), the tokens inside a window in (p2 p1) order.
+def check_window_tokens(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Feedback:
+    """Exercise 1: ``(B, C, H, W) -> (B·(H/p)·(W/p), p·p, C)``: non-overlapping p×p windows as token sequences."""
+    what = "window_tokens"
+    cases = [(torch.randn(2, 3, 4, 6), 2), (torch.randn(1, 2, 6, 9), 3)]
+
+    def reference(x, p):
+        b, c, h, w = x.shape
+        return x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1).reshape(-1, p * p, c)
+
+    def diagnose(got, expected, x, p):
+        b, c, h, w = x.shape
+        if got.shape != expected.shape:
+            return None
+        v = x.reshape(b, c, h // p, p, w // p, p)                                    # b c h p1 w p2
+        strided = x.reshape(b, c, p, h // p, p, w // p).permute(0, 3, 5, 2, 4, 1).reshape(-1, p * p, c)
+        alternatives = {
+            "the windows are strided samples, not contiguous blocks: split H as (h p1), the window index outside "
+            "and the offset inside, 'b c (h p1) (w p2) -> ...', not (p1 h).": strided,
+            "the channels are not last: each token must be a C-vector, '... -> (b h w) (p1 p2) c'.":
+                v.permute(0, 2, 4, 1, 3, 5).reshape(-1, p * p, c),
+            "the windows are in (w h) order; the convention is row-major, (b h w).":
+                v.permute(0, 4, 2, 3, 5, 1).reshape(-1, p * p, c),
+            "the batch axis is inside the window index: use (b h w), so that one image's windows stay together.":
+                v.permute(2, 4, 0, 3, 5, 1).reshape(-1, p * p, c),
+            "the tokens inside a window are in (p2 p1) order; keep row-major (p1 p2).":
+                v.permute(0, 2, 4, 5, 3, 1).reshape(-1, p * p, c),
+        }
+        for why, alt in alternatives.items():
+            if torch.equal(got, alt) and not torch.equal(got, expected):
+                return why
+        return None
+
+    return _result(_first_problem(fn, cases, reference, what, diagnose),
+                   f"{what} is right: 'b c (h p1) (w p2) -> (b h w) (p1 p2) c'.")
+
+
+# Exercise 2 (heads from a feature map), typical mistakes: channels split as (d heads), the
+# tokens in (w h) order, d before the tokens ((B, heads, d, N)), the spatial axes not flattened.
+def check_map_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Feedback:
+    """Exercise 2: ``(B, heads·d, H, W) -> (B, heads, H·W, d)``, head 0 owning the first d channels."""
+    what = "map_heads"
+    cases = [(torch.randn(2, 12, 3, 4), 3), (torch.randn(1, 8, 2, 5), 2)]
+
+    def reference(x, heads):
+        b, hd, h, w = x.shape
+        return x.reshape(b, heads, hd // heads, h * w).transpose(2, 3)
+
+    def diagnose(got, expected, x, heads):
+        b, hd, h, w = x.shape
+        d = hd // heads
+        if got.shape == (b, heads, d, h * w):
+            return "the shape is (B, heads, d, H·W): the tokens come before the channels of a head, (B, heads, H·W, d)."
+        if got.shape == (b, heads, h, w, d):
+            return "the spatial axes are not flattened into tokens: (h w) becomes one axis of length H·W."
+        if got.shape != expected.shape:
+            return None
+        if torch.equal(got, x.reshape(b, d, heads, h * w).permute(0, 2, 3, 1)):
+            return "you split the channels as (d heads) instead of (heads d): head 0 should own channels 0..d-1."
+        if torch.equal(got, x.reshape(b, heads, d, h, w).permute(0, 1, 4, 3, 2).reshape(b, heads, h * w, d)):
+            return "the tokens are in (w h) order; the convention is row-major, (h w)."
+        return None
+
+    return _result(_first_problem(fn, cases, reference, what, diagnose),
+                   f"{what} is right: 'b (heads d) h w -> b heads (h w) d'.")
+
+
+# Exercise 3 (patches back to an image), typical mistakes: patches read as (c p1 p2), the patch
+# grid read with the number of columns as rows, the patch index and the offset swapped
+# ((p1 h) instead of (h p1)).
+def check_unpatchify(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Feedback:
+    """Exercise 3: ``(B, (H/p)·(W/p), p·p·C) -> (B, C, H, W)``, patches flattened as (p1 p2 c), given H/p rows."""
+    what = "unpatchify"
+    g = torch.Generator().manual_seed(1)
+    cases = [(torch.randn(2, 6, 12, generator=g), 2, 2), (torch.randn(1, 6, 18, generator=g), 3, 3)]
+
+    def reference(t, p, rows):
+        b, n, ppc = t.shape
+        cols, c = n // rows, ppc // (p * p)
+        return t.reshape(b, rows, cols, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, rows * p, cols * p)
+
+    def diagnose(got, expected, t, p, rows):
+        b, n, ppc = t.shape
+        cols, c = n // rows, ppc // (p * p)
+        if got.shape == (b, c, cols * p, rows * p) and got.shape != expected.shape:
+            return f"the image is {cols * p} x {rows * p}: `rows` is the number of patch rows, H/p, so H = rows·p."
+        if got.shape != expected.shape:
+            return None
+        alternatives = {
+            "each patch was read as (c p1 p2); the patches here are flattened channels last, (p1 p2 c).":
+                t.reshape(b, rows, cols, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, rows * p, cols * p),
+            "the patch index and the offset inside a patch are swapped: H is (h p1), patch row outside, not (p1 h).":
+                t.reshape(b, rows, cols, p, p, c).permute(0, 5, 3, 1, 4, 2).reshape(b, c, rows * p, cols * p),
+        }
+        for why, alt in alternatives.items():
+            if torch.equal(got, alt) and not torch.equal(got, expected):
+                return why
+        return None
+
+    return _result(_first_problem(fn, cases, reference, what, diagnose),
+                   f"{what} is right: 'b (h w) (p1 p2 c) -> b c (h p1) (w p2)'.")
+
+
+# Exercise 4 (scores with one key set shared by all heads), typical mistakes: the scale missing,
+# divided by d instead of sqrt(d), the softmax applied, the scores transposed (N_k, N_q), the
+# scale taken from the total width heads·d.
+def check_shared_key_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
+    """Exercise 4: ``q (B, heads, N_q, d)``, ``k (B, N_k, d)`` shared by the heads -> ``(B, heads, N_q, N_k)``."""
+    what = "shared_key_scores"
+    g = torch.Generator().manual_seed(2)
+    cases = [
+        (torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 7, 4, generator=g)),
+        (torch.randn(1, 2, 3, 9, generator=g), torch.randn(1, 4, 9, generator=g)),
+    ]
+
+    def reference(q, k):
+        return q @ k.unsqueeze(1).transpose(-1, -2) / math.sqrt(q.shape[-1])
+
+    def diagnose(got, expected, q, k):
+        raw = q @ k.unsqueeze(1).transpose(-1, -2)
+        heads, d = q.shape[1], q.shape[-1]
+        if got.shape == expected.transpose(-1, -2).shape and got.shape != expected.shape:
+            return "the scores have shape (B, heads, N_k, N_q): queries index the rows, 'b h i d, b j d -> b h i j'."
+        if got.shape != expected.shape:
+            return None
+        alternatives = {
+            "the scale is missing: divide by sqrt(d), the key/query width.": raw,
+            "you divided by d; the scale is 1/sqrt(d).": raw / d,
+            "you applied the softmax; the exercise asks for the scores (logits) before it.": expected.softmax(-1),
+            "the scale uses heads·d; d is the width of one head's queries and keys.": raw / math.sqrt(heads * d),
+        }
+        for why, alt in alternatives.items():
+            if torch.allclose(got, alt) and not torch.allclose(got, expected):
+                return why
+        return None
+
+    return _result(_first_problem(fn, cases, reference, what, diagnose),
+                   f"{what} is right: einsum(q, k, 'b h i d, b j d -> b h i j') / sqrt(d).")

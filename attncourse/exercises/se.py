@@ -9,7 +9,7 @@ import torch
 from ..channel.se import SqueezeExcite
 from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
 
-__all__ = ["check_se_parameters", "check_resnet50_se_parameters", "check_se_function"]
+__all__ = ["check_se_parameters", "check_resnet101_se_parameters", "check_resnet50_se_parameters", "check_se_function"]
 
 
 def _se_params(c: int, r: int, bias: bool = True) -> int:
@@ -17,6 +17,8 @@ def _se_params(c: int, r: int, bias: bool = True) -> int:
     return 2 * c * h + ((h + c) if bias else 0)
 
 
+# Exercise 1, typical mistakes: the biases left out (the paper's formula), one of the two biases left
+# out, both biases taken as C, only one of the two layers counted, the reduction r forgotten.
 def check_se_parameters(answer: Any) -> Feedback:
     """Exercise 1: parameters of SqueezeExcite(256) with r = 16 and biases."""
     c, r = 256, 16
@@ -27,32 +29,62 @@ def check_se_parameters(answer: Any) -> Feedback:
         hints={
             _se_params(c, r, bias=False): "That is W1 and W2 without their biases: add C/r + C.",
             c * c // r: "That counts only one of the two layers (and no biases).",
+            c * c // r + c // r + c: "That counts only one weight matrix (C·C/r) but both biases: W1 and W2 each have C·C/r weights.",
             2 * c * c: "That forgets the reduction: W1 is (C/r) x C, not C x C.",
+            2 * c * c + 2 * c: "That forgets the reduction: W1 is (C/r) x C, not C x C (and has C/r biases).",
             2 * c * c // r + c: "One bias is missing: W1 has C/r biases, W2 has C.",
             2 * c * c // r + c // r: "One bias is missing: W1 has C/r biases, W2 has C.",
+            2 * c * c // r + 2 * c: "W1 has only C/r outputs, so C/r biases, not C.",
         },
     )
 
 
+_RESNET101 = [(256, 3), (512, 4), (1024, 23), (2048, 3)]
+_RESNET50 = [(256, 3), (512, 4), (1024, 6), (2048, 3)]
+
+
+# Exercise 2, typical mistakes: the paper's bias-free formula, the inner 3x3 width instead of the
+# block's output width, one SE block per stage instead of per block, ResNet-50's block counts,
+# the reduction forgotten, only one of the two layers counted.
+def check_resnet101_se_parameters(answer: Any) -> Feedback:
+    """Exercise 2: extra parameters of SE in all 33 bottlenecks of ResNet-101 (with biases)."""
+    right = sum(n * _se_params(c, 16) for c, n in _RESNET101)
+    hints = {
+        sum(n * _se_params(c, 16, bias=False) for c, n in _RESNET101): "That is the paper's bias-free formula "
+        "(2/r) Σ N_s C_s²; SqueezeExcite keeps the biases, as the released models do: add C/r + C per block.",
+        sum(n * _se_params(c // 4, 16) for c, n in _RESNET101): "SE acts on the bottleneck's output (its expanded "
+        "width 4 x 64, 4 x 128, ...), not on the inner 3 x 3 width.",
+        sum(_se_params(c, 16) for c, _ in _RESNET101): "Every bottleneck has its own SE block: multiply by the number "
+        "of blocks per stage (3, 4, 23, 3).",
+        sum(n * _se_params(c, 16) for c, n in _RESNET50): "That is ResNet-50 (6 blocks in the third stage); "
+        "ResNet-101 has 23 there.",
+        sum(n * 2 * c * c for c, n in _RESNET101): "That forgets the reduction: each layer has C·C/r weights, not C².",
+        sum(n * (c * c // 16) for c, n in _RESNET101): "That counts one layer per block (and no biases); SE has two.",
+    }
+    return check_number(answer, right, what="Extra parameters of SE-ResNet-101", hints=hints)
+
+
 def check_resnet50_se_parameters(answer: Any) -> Feedback:
-    """Exercise 2: extra parameters of SE in all 16 bottlenecks of ResNet-50 (with biases)."""
-    stages = [(256, 3), (512, 4), (1024, 6), (2048, 3)]
-    right = sum(n * _se_params(c, 16) for c, n in stages)
-    no_bias = sum(n * _se_params(c, 16, bias=False) for c, n in stages)
-    inner = sum(n * _se_params(c // 4, 16) for c, n in stages)
-    one_each = sum(_se_params(c, 16) for c, _ in stages)
+    """The former exercise 2 (ResNet-50, with biases); kept for readers of older copies of the chapter."""
+    right = sum(n * _se_params(c, 16) for c, n in _RESNET50)
     return check_number(
         answer,
         right,
         what="Extra parameters of SE-ResNet-50",
         hints={
-            no_bias: "That is the paper's bias-free formula (2/r) Σ N_s C_s²; the released models keep the biases.",
-            inner: "SE acts on the bottleneck's output (its expanded width 4 x 64, 4 x 128, ...), not on the inner 3 x 3 width.",
-            one_each: "Every bottleneck has its own SE block: multiply by the number of blocks per stage (3, 4, 6, 3).",
+            sum(n * _se_params(c, 16, bias=False) for c, n in _RESNET50): "That is the paper's bias-free formula "
+            "(2/r) Σ N_s C_s²; the released models keep the biases.",
+            sum(n * _se_params(c // 4, 16) for c, n in _RESNET50): "SE acts on the bottleneck's output (its expanded "
+            "width 4 x 64, 4 x 128, ...), not on the inner 3 x 3 width.",
+            sum(_se_params(c, 16) for c, _ in _RESNET50): "Every bottleneck has its own SE block: multiply by the "
+            "number of blocks per stage (3, 4, 6, 3).",
         },
     )
 
 
+# Exercise 3, typical mistakes: a maximum instead of the mean in the squeeze, the sigmoid left out,
+# the ReLU left out, a sigmoid in place of the ReLU, the biases left out, the weights s returned
+# instead of s·u, w1 used without transposing it (a shape error in the matrix product).
 def check_se_function(fn: Callable[..., Any]) -> Feedback:
     """Exercise 3: a functional SE ``fn(u, w1, b1, w2, b2)`` that equals ``SqueezeExcite``."""
     what = "Your se_function"
@@ -61,23 +93,35 @@ def check_se_function(fn: Callable[..., Any]) -> Feedback:
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    w1, b1, w2, b2 = m.fc1.weight.detach(), m.fc1.bias.detach(), m.fc2.weight.detach(), m.fc2.bias.detach()
     for shape in [(2, 12, 5, 7), (1, 12, 3, 3)]:
         u = torch.randn(shape, generator=g, dtype=torch.float64)
-        got, fb = run_answer(fn, u, m.fc1.weight, m.fc1.bias, m.fc2.weight, m.fc2.bias, what=what)
+        got, fb = run_answer(fn, u, w1, b1, w2, b2, what=what)
         if fb is not None:
+            if fb.attempted and "cannot be multiplied" in fb.message:
+                return failed(f"{fb.message}. w1 has shape (C/r, C), as nn.Linear stores it: compute z @ w1.T "
+                              "(or einsum 'b c, k c -> b k'), and likewise for w2.")
             return fb
-        expected = m(u)
+        expected = m(u).detach()
         if isinstance(got, torch.Tensor) and got.shape == expected.shape:
-            z_max = u.amax((2, 3))
-            s_max = torch.sigmoid(torch.relu(z_max @ m.fc1.weight.T + m.fc1.bias) @ m.fc2.weight.T + m.fc2.bias)
-            if torch.allclose(got, u * s_max[..., None, None]):
-                return failed(f"{what}: you squeezed with a maximum; eq. (2) is the mean over H x W.")
-            z = u.mean((2, 3))
-            s_nosig = torch.relu(z @ m.fc1.weight.T + m.fc1.bias) @ m.fc2.weight.T + m.fc2.bias
-            if torch.allclose(got, u * s_nosig[..., None, None]):
-                return failed(f"{what}: the sigmoid σ of eq. (3) is missing, so the weights are not in (0, 1).")
-            if torch.allclose(got, torch.sigmoid(torch.relu(z @ m.fc1.weight.T + m.fc1.bias) @ m.fc2.weight.T + m.fc2.bias)[..., None, None].expand_as(u)):
-                return failed(f"{what}: you returned the weights s broadcast to the input's shape; eq. (4) multiplies them with u.")
+            got = got.detach().to(torch.float64)
+            z, z_max = u.mean((2, 3)), u.amax((2, 3))
+            lin = lambda z, act=torch.relu, bias=True: (act(z @ w1.T + (b1 if bias else 0)) @ w2.T + (b2 if bias else 0))
+            s = torch.sigmoid(lin(z))
+            known = {
+                "you squeezed with a maximum; eq. (2) is the mean over H x W.": u * torch.sigmoid(lin(z_max))[..., None, None],
+                "the sigmoid σ of eq. (3) is missing, so the weights are not in (0, 1).": u * lin(z)[..., None, None],
+                "the ReLU δ between the two layers of eq. (3) is missing.": u * torch.sigmoid(lin(z, act=lambda t: t))[..., None, None],
+                "you used a sigmoid between the two layers; eq. (3) has the ReLU δ there, and the sigmoid σ only at the end.":
+                    u * torch.sigmoid(lin(z, act=torch.sigmoid))[..., None, None],
+                "the biases b1 and b2 are missing (the paper writes none, but SqueezeExcite has them, as the released models do).":
+                    u * torch.sigmoid(lin(z, bias=False))[..., None, None],
+                "you returned the weights s broadcast to the input's shape; eq. (4) multiplies them with u.":
+                    s[..., None, None].expand_as(u),
+            }
+            for why, wrong in known.items():
+                if torch.allclose(got, wrong) and not torch.allclose(got, expected):
+                    return failed(f"{what}: {why}")
         bad = compare_tensors(got, expected, what=what)
         if bad is not None:
             return bad

@@ -9,7 +9,14 @@ import torch
 
 from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
 
-__all__ = ["check_min_gate", "check_inverse_energy", "check_leave_one_out_energy", "leave_one_out_energy"]
+__all__ = [
+    "check_max_gate",
+    "check_simam_tokens",
+    "check_leave_one_out_energy",
+    "leave_one_out_energy",
+    "check_min_gate",
+    "check_inverse_energy",
+]
 
 
 def _sigmoid(v: float) -> float:
@@ -73,6 +80,78 @@ def check_inverse_energy(fn: Callable[..., Any]) -> Feedback:
     return passed(f"{what} equals the official code's 1/E, which SimAM feeds to its gate.")
 
 
+# Exercise 1 (the largest gate on a 3 x 3 map, λ → 0), typical mistakes: the variance divided by
+# M instead of M − 1, the + 1/2 forgotten, 1/e_t* given instead of the gate, 1 (the exact minimum
+# of (2), where the others are all equal, or the sigmoid's supremum), the smallest gate instead
+# of the largest, the deviation from the mean of the others (t − μ_t) used with the code's σ̂².
+def check_max_gate(answer: Any) -> Feedback:
+    """Exercise 1: the largest gate sigmoid(1/e_t*) any neuron of a 3×3 map can get (code's formula, λ → 0)."""
+    m = 9
+    inv = (m - 1) ** 2 / (4 * m) + 0.5            # d_t / Σ d = (M − 1)/M at most, σ̂² = Σ d / (M − 1)
+    return check_number(
+        answer,
+        _sigmoid(inv),
+        what="The largest SimAM gate on a 3×3 map",
+        rel=1e-3,
+        hints={
+            _sigmoid((m - 1) / 4 + 0.5): "That divides the variance by M = 9; the official code divides by n = M − 1 = 8.",
+            _sigmoid((m - 1) ** 2 / (4 * m)): "The + 1/2 is missing: 1/e_t* = (t − μ̂)²/(4(σ̂² + λ)) + 1/2.",
+            inv: "That is 1/e_t*; the gate is its sigmoid.",
+            1.0: "The gate gets close to 1 only in the exact minimum of (2), where the other neurons are all equal "
+            "(σ_t² = 0). With the channel's statistics, as the code computes them, the outlier is part of σ̂², "
+            "so its gate is bounded below 1 on a finite map.",
+            _sigmoid(0.5): "That is the smallest gate (a neuron equal to its channel mean); the question asks for the largest.",
+            _sigmoid(m / 4 + 0.5): "That uses t − μ_t (the mean of the others); the code uses t − μ̂, the channel mean "
+            "including t, which is (M − 1)/M times smaller.",
+        },
+    )
+
+
+def _simam_tokens(x: torch.Tensor, lam: float, dim: int = 1, n_minus: int = 1) -> torch.Tensor:
+    m = x.shape[dim]
+    d = (x - x.mean(dim, keepdim=True)) ** 2
+    return x * torch.sigmoid(d / (4 * (d.sum(dim, keepdim=True) / (m - n_minus) + lam)) + 0.5)
+
+
+# Exercise 2 (SimAM on tokens (B, N, C)), typical mistakes: the statistics taken over the channel
+# axis instead of the tokens, over the batch too, the variance divided by N, the + 1/2 forgotten,
+# the gate returned instead of the output, the inverse energy returned, λ left out.
+def check_simam_tokens(fn: Callable[..., Any]) -> Feedback:
+    """Exercise 2: ``fn(x, lam)`` applies SimAM to tokens ``(B, N, C)``: statistics over the N tokens of each channel."""
+    what = "Your simam_tokens"
+    g = torch.Generator().manual_seed(11)
+    for shape, lam in [((2, 6, 5), 0.1), ((3, 4, 7), 0.3)]:
+        x = torch.randn(shape, generator=g, dtype=torch.float64) * 1.5 + 0.5
+        got, fb = run_answer(fn, x.clone(), lam, what=what)
+        if fb is not None:
+            return fb
+        expected = _simam_tokens(x, lam)
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            got = got.to(torch.float64)
+            m = x.shape[1]
+            d = (x - x.mean(1, keepdim=True)) ** 2
+            inv = d / (4 * (d.sum(1, keepdim=True) / (m - 1) + lam)) + 0.5
+            bd = (x - x.mean((0, 1), keepdim=True)) ** 2
+            batch = x * torch.sigmoid(bd / (4 * (bd.sum((0, 1), keepdim=True) / (x.shape[0] * m - 1) + lam)) + 0.5)
+            known = {
+                "the statistics are taken over the channel axis C; SimAM compares a neuron with the other neurons "
+                "of its channel, here the N tokens (axis 1).": _simam_tokens(x, lam, dim=2),
+                "the statistics include the batch; they are per sequence and per channel, over the N tokens only.": batch,
+                "the variance is divided by N; the official code divides by n = N − 1.": _simam_tokens(x, lam, n_minus=0),
+                "the + 1/2 is missing: 1/e_t* = (t − μ̂)²/(4(σ̂² + λ)) + 1/2.": x * torch.sigmoid(inv - 0.5),
+                "that is the gate sigmoid(1/E); return x times it.": torch.sigmoid(inv),
+                "that is the inverse energy 1/E; return x · sigmoid(1/E).": inv,
+                "λ is missing from the denominator 4(σ̂² + λ).": x * torch.sigmoid(d / (4 * d.sum(1, keepdim=True) / (m - 1)) + 0.5),
+            }
+            for hint, wrong in known.items():
+                if torch.allclose(got, wrong) and not torch.allclose(got, expected):
+                    return failed(f"{what}: {hint}")
+        bad = compare_tensors(got, expected, what=what, atol=1e-8, rtol=1e-6)
+        if bad is not None:
+            return bad
+    return passed(f"{what} is SimAM over the tokens of each channel: x · sigmoid(1/E) with statistics over N.")
+
+
 def leave_one_out_energy(x: torch.Tensor, lam: float) -> torch.Tensor:
     """The exact minimum of the energy (2) for every neuron: μ_t, σ_t² over the M − 1 *other* neurons."""
     m = x.shape[2] * x.shape[3]
@@ -83,6 +162,9 @@ def leave_one_out_energy(x: torch.Tensor, lam: float) -> torch.Tensor:
     return 4 * (var_t + lam) / ((x - mu_t) ** 2 + 2 * var_t + 2 * lam)
 
 
+# Exercise 3, typical mistakes: the official code's energy (statistics of all M neurons, variance
+# over M − 1), the statistics of all M divided by M, the variance of the others divided by M − 2,
+# 1/e_t* returned instead of e_t*, λ left out, the gate sigmoid(1/e_t*) returned.
 def check_leave_one_out_energy(fn: Callable[..., Any]) -> Feedback:
     """Exercise 3: ``fn(x, lam)`` returns the exact e_t* (statistics of the M − 1 others) for every neuron."""
     what = "Your leave_one_out_energy"
@@ -108,6 +190,8 @@ def check_leave_one_out_energy(fn: Callable[..., Any]) -> Feedback:
                 "others: μ_t = (Σ x − t)/(M − 1), and σ_t² likewise.": pop,
                 "σ_t² is divided by M − 2; the energy (2) averages over the M − 1 others, so divide by M − 1.": unbiased,
                 "that is 1/e_t*; return the energy e_t* itself.": 1 / expected,
+                "λ is missing: e_t* = 4(σ_t² + λ)/((t − μ_t)² + 2σ_t² + 2λ).": leave_one_out_energy(x, 0.0),
+                "that is the gate sigmoid(1/e_t*); return the energy e_t* itself.": torch.sigmoid(1 / expected),
             }
             for hint, wrong in known.items():
                 if torch.allclose(got, wrong) and not torch.allclose(got, expected):

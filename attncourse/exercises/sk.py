@@ -16,26 +16,40 @@ def _sk_params(C: int, M: int = 2, G: int = 32, r: int = 16, L: int = 32) -> int
     return M * (9 * C * C // G + 2 * C) + C * d + 2 * d + M * C * d
 
 
+# Exercise 1 (SelectiveKernel(192, branches=3, groups=16), r = 16, L = 32), typical mistakes:
+# biases added to the two linear layers (d + M·C), biases added to the convolutions (M·C), both,
+# the batch norms left out (all, the branches' or z's), full convolutions (G forgotten), d = C/r
+# without the floor L, one A for all branches, only what the attention adds (no branches), the
+# defaults M = 2 or G = 32 kept, real 5×5 and 7×7 kernels for the dilated branches.
 def check_parameters(answer: Any) -> Feedback:
-    """Exercise 1: parameters of ``SelectiveKernel(256)`` with the defaults M=2, G=32, r=16, L=32."""
-    C, M, G, d = 256, 2, 32, 32
-    expected = _sk_params(C)
+    """Exercise 1: parameters of ``SelectiveKernel(192, branches=3, groups=16)`` (r = 16, L = 32)."""
+    C, M, G, d = 192, 3, 16, 32
+    expected = _sk_params(C, M, G)
+    conv = 9 * C * C // G
     hints = {
+        expected + d + M * C: "The two linear layers (W: C → d, and the stacked A: d → M·C) have no biases: "
+        "W is followed by a batch norm, whose mean subtraction would cancel a bias, and the official model "
+        "sets bias_term: false for A too. Leave out their d + M·C biases.",
+        expected + M * C: "The branch convolutions have no biases: each is followed by a batch norm, which "
+        "would cancel them. Leave out M·C.",
+        expected + M * C + d + M * C: "Neither the convolutions nor the linear layers have biases (a batch norm "
+        "follows each convolution and W; the official model has none on A either).",
         expected - M * 2 * C - 2 * d: "You left out the batch norms: each has a scale and a shift per channel "
         "(2C for each branch's BN, 2d for the BN on z).",
         expected - M * 2 * C: "You left out the branches' batch norms (2C parameters each).",
         expected - 2 * d: "You left out the batch norm on z (2d parameters).",
-        M * (9 * C * C + 2 * C) + C * d + 2 * d + M * C * d: "You counted full convolutions: with G groups "
-        "a 3×3 convolution from C to C channels has 9·C·(C/G) weights, not 9·C².",
-        M * (9 * C * C // G + 2 * C) + C * 16 + 2 * 16 + M * C * 16: "d is max(C/r, L) = max(16, 32) = 32, "
-        "not C/r = 16.",
+        expected - M * conv + M * 9 * C * C: "You counted full convolutions: with G groups a 3×3 convolution "
+        "from C to C channels has 9·C·(C/G) weights, not 9·C².",
+        _sk_params(C, M, G, L=1): "d is max(C/r, L) = max(12, 32) = 32, not C/r = 12.",
         expected - (M - 1) * C * d: "There is one A_m ∈ R^{C×d} per branch: M·C·d, not C·d.",
-        expected + C + M * C + d: "SK's convolutions and fully connected layers have no biases (the official "
-        "model sets bias_term: false; a BN follows every one of them).",
-        expected - M * (9 * C * C // G + 2 * C): "You counted only what the attention adds; the branches "
+        expected - M * (conv + 2 * C): "You counted only what the attention adds; the branches "
         "(convolution + BN) belong to the module too.",
+        _sk_params(C, 2, G): "That is M = 2 branches (the default); the exercise has branches=3.",
+        _sk_params(C, M, 32): "That is G = 32 groups (the default); the exercise has groups=16.",
+        expected + (25 - 9 + 49 - 9) * C * C // G: "The dilated branches are 3×3 kernels with dilation 2 and 3: "
+        "9 weights per input channel each, not 25 and 49.",
     }
-    return check_number(answer, expected, what="Parameters of SelectiveKernel(256)", hints=hints)
+    return check_number(answer, expected, what="Parameters of SelectiveKernel(192, branches=3, groups=16)", hints=hints)
 
 
 def _reference_select(u: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -44,6 +58,10 @@ def _reference_select(u: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (a[..., None, None] * u).sum(1)
 
 
+# Exercise 2, typical mistakes: the softmax over the channels (or over the batch) instead of the
+# branches, the logits read as (c m), a sigmoid per branch (SE's gate), exp without normalising,
+# the branches averaged or summed without weights, the weighted branches not summed over m
+# (shape (B, M, C, H, W)), M fixed at 2.
 def check_select(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
     """Exercise 2: ``fn(u, logits)`` computes eqs. (5)-(6) for any number of branches M.
 
@@ -65,6 +83,9 @@ def check_select(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Fe
         wrong = compare_tensors(out, expected, what=f"{what} (M = {M})")
         if wrong is None:
             continue
+        if isinstance(out, torch.Tensor) and out.shape == u.shape:
+            return failed(f"{what} (M = {M}): the shape is {tuple(out.shape)}: you weighted the branches but did not "
+                          "sum them over m; eq. (6) is V = Σ_m a_m ⊙ U_m, shape (B, C, H, W).")
         if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
             return wrong
         out = out.to(torch.float64)
@@ -82,6 +103,9 @@ def check_select(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Fe
             "the weights are exp(A_m z) without dividing by their sum over the branches": (
                 a_mc.exp()[..., None, None] * u
             ).sum(1),
+            "the softmax runs over the batch; it must run over the branches (dim of size M)": (
+                a_mc.softmax(0)[..., None, None] * u
+            ).sum(1),
             "you averaged the branches instead of weighting them by a": u.mean(1),
             "you summed the branches instead of weighting them by a": u.sum(1),
         }
@@ -92,15 +116,21 @@ def check_select(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Fe
     return passed(f"{what}: right, for M = 2 and M = 3: a = softmax over m of A_m z, and V = Σ_m a_m ⊙ U_m.")
 
 
+# Exercise 3 (C = 128, G = 32), typical mistakes: the groups forgotten, the cost of the 5×5 or of
+# the dilated 3×3 given instead of the difference, (5 − 3)² instead of 5² − 3², one output channel
+# only, the saving over both branches (the first branch was 3×3 anyway).
 def check_dilation_saving(answer: Any) -> Feedback:
-    """Exercise 3: weights saved in one SK unit (C=256, G=32) by a dilated 3×3 instead of a true 5×5."""
-    C, G = 256, 32
+    """Exercise 3: weights saved in one SK unit (C=128, G=32) by a dilated 3×3 instead of a true 5×5."""
+    C, G = 128, 32
     expected = (25 - 9) * C * C // G
     hints = {
         (25 - 9) * C * C: "Remember the groups: each output channel sees only C/G input channels.",
         25 * C * C // G: "That is what a 5×5 grouped convolution costs; the question asks how much the dilated "
         "3×3 saves compared with it.",
         9 * C * C // G: "That is what the dilated 3×3 costs; the question asks how much it saves compared with a 5×5.",
+        (5 - 3) ** 2 * C * C // G: "A k×k kernel has k² weights per input channel: the saving is 5² − 3² = 16 "
+        "per input channel, not (5 − 3)² = 4.",
         (25 - 9) * C // G: "Count all C output channels, each with (C/G)·k² weights.",
+        2 * (25 - 9) * C * C // G: "Only the second branch changes: the first is a 3×3 in both designs.",
     }
     return check_number(answer, expected, what="Weights saved by the dilated 3×3", hints=hints)
