@@ -98,6 +98,31 @@ def test_se_function():
     _check_table(ex_se.check_se_function, _se_fn(), SE_FUNCTION, blank=_blank)
 
 
+def _se_tok(pool="mean", axis="n", act=torch.relu, gate=torch.sigmoid, bias=True, scale="b 1 c", weights_only=False):
+    def fn(x, w1, b1, w2, b2):
+        z = reduce(x, "b n c -> b c" if axis == "n" else "b n c -> b n", pool)
+        s = gate(act(z @ w1.T + (b1 if bias else 0)) @ w2.T + (b2 if bias else 0))
+        s = rearrange(s, f"b c -> {scale}")
+        return s.expand_as(x) if weights_only else x * s
+    return fn
+
+
+SE_TOKENS = [
+    (_se_tok(axis="c", scale="b c 1"), "squeeze runs over the channel axis"),
+    (_se_tok(scale="b c 1"), "scale the tokens, not the channels"),
+    (_se_tok(pool="max"), "squeezed with a maximum"),
+    (_se_tok(gate=lambda t: t), "sigmoid σ of the excitation is missing"),
+    (_se_tok(act=lambda t: t), "ReLU δ between the two layers"),
+    (_se_tok(bias=False), "biases b1 and b2 are missing"),
+    (_se_tok(weights_only=True), "returned the weights s"),
+    (lambda x, w1, b1, w2, b2: x * torch.sigmoid(torch.relu(x.mean(1) @ w1 + b1) @ w2 + b2)[:, None, :], "z @ w1.T"),
+]
+
+
+def test_se_tokens():
+    _check_table(ex_se.check_se_tokens, _se_tok(), SE_TOKENS, blank=_blank)
+
+
 def test_se_function_reports_a_crash_without_raising():
     fb = ex_se.check_se_function(lambda u, *w: u @ u)
     assert not fb and fb.attempted and "raised RuntimeError" in fb.message
@@ -232,6 +257,34 @@ SK_SELECT = [
 
 def test_sk_select():
     _check_table(ex_sk.check_select, _select(), SK_SELECT, blank=_blank)
+
+
+def _two(weight=torch.sigmoid, combine="both"):
+    def fn(u1, u2, delta):
+        a = rearrange(weight(delta), "b c -> b c 1 1")
+        if combine == "swap":
+            return (1 - a) * u1 + a * u2
+        if combine == "first":
+            return a * u1
+        if combine == "mean":
+            return (u1 + u2) / 2
+        return a * u1 + (1 - a) * u2
+    return fn
+
+
+SK_SELECT_TWO = [
+    (_two(combine="swap"), "the branches are swapped"),
+    (_two(combine="first"), "b_c · U_2 is missing"),
+    (_two(weight=lambda d: d), "the sigmoid is missing"),
+    (_two(weight=lambda d: d.softmax(1)), "softmax over the channels"),
+    (_two(combine="mean"), "averaged the branches"),
+    (_two(weight=torch.exp), "e^δ is not a weight"),
+    (lambda u1, u2, delta: torch.stack([u1, u2], 1), "the shape is"),
+]
+
+
+def test_sk_select_two():
+    _check_table(ex_sk.check_select_two, _two(), SK_SELECT_TWO, blank=_blank)
 
 
 SK_DILATION = [

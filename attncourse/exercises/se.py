@@ -9,7 +9,13 @@ import torch
 from ..channel.se import SqueezeExcite
 from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
 
-__all__ = ["check_se_parameters", "check_resnet101_se_parameters", "check_resnet50_se_parameters", "check_se_function"]
+__all__ = [
+    "check_se_parameters",
+    "check_resnet101_se_parameters",
+    "check_se_tokens",
+    "check_resnet50_se_parameters",
+    "check_se_function",
+]
 
 
 def _se_params(c: int, r: int, bias: bool = True) -> int:
@@ -82,7 +88,8 @@ def check_resnet50_se_parameters(answer: Any) -> Feedback:
     )
 
 
-# Exercise 3, typical mistakes: a maximum instead of the mean in the squeeze, the sigmoid left out,
+# The former exercise 3 (its answer was the chapter's own se_einops); kept for older copies.
+# Typical mistakes: a maximum instead of the mean in the squeeze, the sigmoid left out,
 # the ReLU left out, a sigmoid in place of the ReLU, the biases left out, the weights s returned
 # instead of s·u, w1 used without transposing it (a shape error in the matrix product).
 def check_se_function(fn: Callable[..., Any]) -> Feedback:
@@ -126,3 +133,57 @@ def check_se_function(fn: Callable[..., Any]) -> Feedback:
         if bad is not None:
             return bad
     return passed(f"{what} equals SqueezeExcite on random weights and inputs.")
+
+
+# Exercise 3 (SE on tokens (B, N, C)), typical mistakes: the squeeze over the channel axis instead
+# of the tokens, the weights broadcast over the wrong axis (scaling tokens, not channels), a
+# maximum instead of the mean, the sigmoid or the ReLU left out, the biases left out, the weights
+# s returned instead of s·x, w1 used without transposing it (a shape error).
+def check_se_tokens(fn: Callable[..., Any]) -> Feedback:
+    """Exercise 3: ``fn(x, w1, b1, w2, b2)``: SE on tokens ``(B, N, C)``, squeeze over the N tokens."""
+    what = "Your se_tokens"
+    g = torch.Generator().manual_seed(4)
+    m = SqueezeExcite(12, reduction=3).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    w1, b1, w2, b2 = m.fc1.weight.detach(), m.fc1.bias.detach(), m.fc2.weight.detach(), m.fc2.bias.detach()
+
+    def excite(z, act=torch.relu, gate=torch.sigmoid, bias=True):
+        return gate(act(z @ w1.T + (b1 if bias else 0)) @ w2.T + (b2 if bias else 0))
+
+    # the first case has N = C, so that a squeeze or a broadcast over the wrong axis still runs
+    for shape in [(2, 12, 12), (3, 5, 12)]:
+        x = torch.randn(shape, generator=g, dtype=torch.float64)
+        got, fb = run_answer(fn, x, w1, b1, w2, b2, what=what)
+        if fb is not None:
+            if fb.attempted and "cannot be multiplied" in fb.message:
+                return failed(f"{fb.message}. w1 has shape (C/r, C), as nn.Linear stores it: compute z @ w1.T "
+                              "(or einsum 'b c, k c -> b k'), and likewise for w2. (If z is (B, N), you squeezed "
+                              "over the channels: the squeeze averages the N tokens, axis 1.)")
+            return fb
+        z = x.mean(1)
+        s = excite(z)
+        expected = x * s[:, None, :]
+        if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            got = got.detach().to(torch.float64)
+            known = {
+                "the squeeze runs over the channel axis; SE averages each channel over the N tokens "
+                "('b n c -> b c', axis 1).": x * excite(x.mean(2))[:, :, None] if shape[1] == shape[2] else None,
+                "the weights scale the tokens, not the channels: broadcast s over the tokens, "
+                "'b c -> b 1 c'.": x * s[:, :, None] if shape[1] == shape[2] else None,
+                "you squeezed with a maximum; the squeeze is the mean over the tokens.": x * excite(x.amax(1))[:, None, :],
+                "the sigmoid σ of the excitation is missing, so the weights are not in (0, 1).":
+                    x * excite(z, gate=lambda t: t)[:, None, :],
+                "the ReLU δ between the two layers is missing.": x * excite(z, act=lambda t: t)[:, None, :],
+                "the biases b1 and b2 are missing.": x * excite(z, bias=False)[:, None, :],
+                "you returned the weights s broadcast to the input's shape; multiply them with x.":
+                    s[:, None, :].expand_as(x),
+            }
+            for why, wrong in known.items():
+                if wrong is not None and torch.allclose(got, wrong) and not torch.allclose(got, expected):
+                    return failed(f"{what}: {why}")
+        bad = compare_tensors(got, expected, what=what)
+        if bad is not None:
+            return bad
+    return passed(f"{what} is SE on tokens: z = mean over N, s = σ(W2 δ(W1 z + b1) + b2), output x ⊙ s per channel.")

@@ -8,7 +8,7 @@ import torch
 
 from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
 
-__all__ = ["check_parameters", "check_select", "check_dilation_saving"]
+__all__ = ["check_parameters", "check_select_two", "check_dilation_saving", "check_select"]
 
 
 def _sk_params(C: int, M: int = 2, G: int = 32, r: int = 16, L: int = 32) -> int:
@@ -58,7 +58,8 @@ def _reference_select(u: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (a[..., None, None] * u).sum(1)
 
 
-# Exercise 2, typical mistakes: the softmax over the channels (or over the batch) instead of the
+# The former exercise 2 (its answer was close to the chapter's sk_einops and the module's source);
+# kept for older copies. Typical mistakes: the softmax over the channels (or over the batch) instead of the
 # branches, the logits read as (c m), a sigmoid per branch (SE's gate), exp without normalising,
 # the branches averaged or summed without weights, the weighted branches not summed over m
 # (shape (B, M, C, H, W)), M fixed at 2.
@@ -114,6 +115,48 @@ def check_select(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Fe
                 return failed(f"{what} (M = {M}): {why}.")
         return wrong
     return passed(f"{what}: right, for M = 2 and M = 3: a = softmax over m of A_m z, and V = Σ_m a_m ⊙ U_m.")
+
+
+# Exercise 2 (two branches, one logit difference per channel), typical mistakes: the branches
+# swapped (σ(δ) on U_2), 1 − σ(δ) left out (V = σ(δ)·U_1 only), δ used without the sigmoid, a
+# softmax over the channels of δ, the branches averaged, the difference taken the other way
+# (σ(−δ)·U_1 + σ(δ)·U_2 is the swap), e^δ without normalising.
+def check_select_two(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
+    """Exercise 2: ``fn(u1, u2, delta)`` with delta = A_1 z − A_2 z of shape (B, C): V of eqs. (5)-(6) for M = 2."""
+    what = "select_two"
+    gen = torch.Generator().manual_seed(3)
+    B, C, H, W = 2, 4, 3, 5
+    u1 = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
+    u2 = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
+    delta = 2 * torch.randn(B, C, generator=gen, dtype=torch.float64)
+    out, fb = run_answer(fn, u1.clone(), u2.clone(), delta.clone(), what=what)
+    if fb is not None:
+        return fb
+    a = torch.sigmoid(delta)[..., None, None]
+    expected = a * u1 + (1 - a) * u2
+    wrong = compare_tensors(out, expected, what=what)
+    if wrong is None:
+        return passed(f"{what}: right. With two branches the softmax is a sigmoid of the difference: "
+                      "a_c = e^{A_c z}/(e^{A_c z} + e^{B_c z}) = σ(A_c z − B_c z), and b_c = 1 − a_c.")
+    if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
+        return wrong
+    out = out.to(torch.float64)
+    d = delta[..., None, None]
+    variants = {
+        "the branches are swapped: a_c = σ(A_c z − B_c z) weights the first branch U_1, b_c = 1 − a_c the second":
+            (1 - a) * u1 + a * u2,
+        "b_c · U_2 is missing: with b_c = 1 − a_c, V = a_c U_1 + (1 − a_c) U_2": a * u1,
+        "the sigmoid is missing: δ is a logit difference, a_c = σ(δ_c)": d * u1 + (1 - d) * u2,
+        "that is a softmax over the channels; with two branches the softmax over the branches is "
+        "σ(δ) per channel": delta.softmax(1)[..., None, None] * u1 + (1 - delta.softmax(1)[..., None, None]) * u2,
+        "you averaged the branches instead of weighting them by a": (u1 + u2) / 2,
+        "e^δ is not a weight: normalise over the two branches, a_c = e^{δ}/(e^{δ} + 1) = σ(δ)":
+            d.exp() * u1 + (1 - d.exp()) * u2,
+    }
+    for why, v in variants.items():
+        if torch.allclose(out, v, atol=1e-6):
+            return failed(f"{what}: {why}.")
+    return wrong
 
 
 # Exercise 3 (C = 128, G = 32), typical mistakes: the groups forgotten, the cost of the 5×5 or of
