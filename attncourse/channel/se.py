@@ -58,7 +58,7 @@ class SqueezeExcite(nn.Module):
                 f"channels // reduction is at least 1, got channels={channels}, reduction={reduction}"
             )
         self.bias = bool(bias)
-        self.squeeze = Reduce("b c h w -> b c", "mean")  # (2)
+        self.squeeze = Reduce("b c h w -> b c", "sum")  # (2): Σ_i Σ_j, divided by H W in forward
         self.fc1 = nn.Linear(channels, self.hidden, bias=bias)  # W1
         self.act = nn.ReLU(inplace=True)  # δ
         self.fc2 = nn.Linear(self.hidden, channels, bias=bias)  # W2
@@ -66,7 +66,9 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
-        z = self.squeeze(x)  # (2): (B, C)
+        # (2) as a sum / (H W): the same mean, and a backward pass that does not divide a
+        # full-size gradient (faster; `make bench` times it against a plain-PyTorch reference)
+        z = self.squeeze(x) / (x.shape[2] * x.shape[3])  # (2): (B, C)
         s = self.gate(self.fc2(self.act(self.fc1(z))))  # (3): (B, C)
         return x * rearrange(s, "b c -> b c 1 1")  # (4)
 
