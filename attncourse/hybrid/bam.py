@@ -22,7 +22,8 @@ class BAM(nn.Module):
     Paper: J. Park, S. Woo, J.-Y. Lee, I. S. Kweon, "BAM: Bottleneck Attention Module",
     BMVC 2018, arXiv:1807.06514.
 
-    Equations (paper numbering)::
+    Equations (numbered as in the BMVC 2018 paper, arXiv:1807.06514; the numbers were not
+    re-checked against its text)::
 
         (1) F' = F + F ⊗ M(F)
         (2) M(F) = σ(M_c(F) + M_s(F))                      M_c: (C,1,1) + M_s: (1,H,W) -> (C,H,W)

@@ -98,7 +98,8 @@ class SpatialAttention(nn.Module):
     Args:
         kernel_size: k of the convolution f (7 in the paper).
         norm: batch norm between the convolution and the sigmoid, as in the official code
-            (which then has no conv bias); its weight starts at 0, as the official ResNet's
+            (which then has no conv bias; without it the conv has a bias, the course's choice,
+            since eq. (3) writes none); its weight starts at 0, as the official ResNet's
             initialisation sets it, so the map starts at σ(0) = 0.5 everywhere.
         pool_order: ``"avg-max"`` (the paper's [avg; max]) or ``"max-avg"`` (the official code).
 
@@ -140,7 +141,8 @@ class CBAM(nn.Module):
     ECCV 2018, arXiv:1807.06521. Official code: github.com/Jongchan/attention-module
     (``MODELS/cbam.py``).
 
-    Equations (paper numbering), F ∈ R^{C×H×W}::
+    Equations (numbered as in the ECCV 2018 paper, arXiv:1807.06521; the equations were compared
+    with the text, their numbers not re-checked), F ∈ R^{C×H×W}::
 
         (1) F'  = M_c(F) ⊗ F,        F'' = M_s(F') ⊗ F'
         (2) M_c(F) = σ(MLP(AvgPool(F)) + MLP(MaxPool(F))) = σ(W1 δ(W0 F^c_avg) + W1 δ(W0 F^c_max))
@@ -161,7 +163,7 @@ class CBAM(nn.Module):
             two maps as eq. (1) uses them.
         spatial_norm: batch norm (eps 1e-5, momentum 0.01) between f and σ in (3), conv without
             bias, BN weight initialised to 0, as the official code and its ResNet initialisation
-            do. Default ``False``: the paper's eq. (3).
+            do. Default ``False``: the paper's eq. (3), with a bias on f (the course's choice).
         pool_order: ``"avg-max"`` (the paper's [avg; max]) or ``"max-avg"`` (the official
             ``ChannelPool``). Only the order of f's two input channels changes: a model in one
             order equals the other with f's input channels swapped, so this matters only for
@@ -174,13 +176,15 @@ class CBAM(nn.Module):
         ``channel_attention.gate`` and ``spatial_attention.gate`` output M_c ``(B, C)`` and
         M_s ``(B, 1, H, W)``.
 
-    Parameters: ``2C·(C//r) + C//r + C`` (the MLP; 580 at C = 64) plus ``2k² + 1`` (f with its
-    bias; 99 at k = 7), or ``2k² + 2`` with ``spatial_norm=True`` (f without bias, BN weight and
-    bias; 100).
+    Parameters: ``2C·(C//r) + C//r + C`` (the MLP with the official code's biases; 580 at C = 64)
+    plus ``2k² + 1`` (f with a bias, the course's choice: eq. (3) writes none; 99 at k = 7), or
+    ``2k² + 2`` with ``spatial_norm=True`` (f without bias, BN weight and bias; 100).
 
     Differences from the official code, and why the defaults are the paper's: the official
     spatial gate is conv (no bias) → BN → σ, with [max; mean] pooling. The paper describes
-    conv → σ with [avg; max]; we follow the paper by default because the chapter derives the
+    conv → σ with [avg; max] and writes no bias; we follow the paper by default (with a bias on f,
+    our choice: PyTorch's default for a conv with no BN after it, in the place of the official
+    BN's shift β) because the chapter derives the
     paper's equations, and because the batch norm makes the spatial map depend on the batch
     in training mode (it then fails on a single 1 × 1 position). ``spatial_norm=True,
     pool_order="max-avg"`` reproduces the official module (its BN weight starts at 0 as the

@@ -20,7 +20,9 @@ class CoordAttention(nn.Module):
     Paper: Q. Hou, D. Zhou, J. Feng, "Coordinate Attention for Efficient Mobile Network Design",
     CVPR 2021, arXiv:2103.02907. Official code: github.com/houqb/CoordAttention (``coordatt.py``).
 
-    Equations (paper numbering), for input x of shape C × H × W::
+    Equations, for input x of shape C × H × W. The numbers (4)-(9) are meant as the CVPR 2021
+    paper's (arXiv:2103.02907, whose section 3.1 first recalls SE) but could not be checked
+    against its text::
 
         (4) z^h_c(h) = 1/W Σ_{0≤i<W} x_c(h, i)          pool each row     -> C × H
         (5) z^w_c(w) = 1/H Σ_{0≤j<H} x_c(j, w)          pool each column  -> C × W
