@@ -28,7 +28,10 @@ def _check_real(owner: str, arg: str, value: object, *, positive: bool) -> float
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
-    r"""The paper's adaptive kernel size, eq. (9): k = ψ(C) = |log2(C)/γ + b/γ|_odd.
+    r"""The paper's adaptive kernel size, eq. (12): k = ψ(C) = |log2(C)/γ + b/γ|_odd.
+
+    Equation numbers as in the CVPR 2020 version (= arXiv 1910.03151 v4); arXiv v1 numbers this
+    equation (9).
 
     Computed as the paper's PyTorch snippet does: ``t = int(abs((log2(C) + b) / γ))``, then
     ``k = t`` if t is odd, else ``t + 1``. This is "the nearest odd number, ties rounded up".
@@ -62,7 +65,10 @@ class ECA(nn.Module):
         y = GAP(X)                         y_c = 1/(H W) Σ_i Σ_j X_c(i, j)
         ω = σ(C1D_k(y))                    ω_i = σ(Σ_{j=1..k} w^j y_{i+j-1-(k-1)/2}),  y_{<1} = y_{>C} = 0
         X̃ = ω ⊙ X                          X̃_c = ω_c · X_c
-        k = ψ(C) = |log2(C)/γ + b/γ|_odd   eq. (9), see :func:`eca_kernel_size`
+        k = ψ(C) = |log2(C)/γ + b/γ|_odd   eq. (12), see :func:`eca_kernel_size`
+
+    Equation numbers as in the CVPR 2020 version (= arXiv 1910.03151 v4), where ω = σ(C1D_k(y))
+    is eq. (9); arXiv v1 numbers ψ as eq. (9) instead.
 
     C1D_k is a 1-D convolution along the channel axis with one kernel w ∈ R^k shared by all
     channels, zero padding (k-1)/2 and no bias: channel i interacts with its k-1 nearest
