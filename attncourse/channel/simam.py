@@ -24,14 +24,17 @@ class SimAM(nn.Module):
     Module for Convolutional Neural Networks", ICML 2021 (PMLR 139, pp. 11863-11874).
     Official code: github.com/ZjjConan/SimAM (``simam_module``).
 
-    Equations (paper numbering). For a target neuron t of a channel and the M − 1 other
-    neurons x_i of the same channel (M = H·W), with binary labels (t → 1, others → −1)::
+    Equations. For a target neuron t of a channel and the M − 1 other neurons x_i of the same
+    channel (M = H·W), with binary labels (t → 1, others → −1)::
 
         (2) e_t(w_t, b_t) = 1/(M−1) Σ_i (−1 − (w_t x_i + b_t))² + (1 − (w_t t + b_t))² + λ w_t²
-        (4) e_t* = 4(σ̂² + λ) / ((t − μ̂)² + 2σ̂² + 2λ)            the minimum over (w_t, b_t)
-        (5) X̃ = sigmoid(1/E) ⊙ X,   1/e_t* = (t − μ̂)² / (4(σ̂² + λ)) + 1/2
+        (5) e_t* = 4(σ̂² + λ) / ((t − μ̂)² + 2σ̂² + 2λ)            the minimum over (w_t, b_t)
+        (6) X̃ = sigmoid(1/E) ⊙ X,   1/e_t* = (t − μ̂)² / (4(σ̂² + λ)) + 1/2
 
-    The minimum of (2) uses the mean and variance of the M − 1 *other* neurons; eq. (4) and
+    Equation numbers as the official README gives them ("λ in Eqn (5)" of the minimal energy),
+    not checked against the ICML text itself; (3) and (4) are then the closed forms of w_t, b_t.
+
+    The minimum of (2) uses the mean and variance of the M − 1 *other* neurons; eq. (5) and
     the official code replace them by statistics of the whole channel, which are the same for
     every neuron. As in the official code, μ̂ is the mean over all M neurons and
     σ̂² = Σ_all (x − μ̂)² / n with n = M − 1 (the unbiased variance over the channel). The
