@@ -29,9 +29,17 @@ test: $(STAMP)
 	$(BIN)/python tools/export_notebooks.py chapters build/notebooks
 	$(BIN)/python -m pytest
 
-# Open the chapters as notebooks (jupytext opens the .md files directly).
+# Open the chapters as notebooks: jupytext opens the .md files directly, and tools/lab/overrides.json
+# (JupyterLab's defaultViewers, copied into the environment's settings, never into your own
+# ~/.jupyter) makes a double-click open a chapter as a notebook. Root (uid 0, common in containers)
+# needs --allow-root. LAB_DIR and LAB_ARGS let tests/test_browser.py start this very target on a
+# temporary copy of the chapters.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+LAB_DIR ?= chapters
+LAB_ARGS ?=
 lab: $(STAMP)
-	$(BIN)/jupyter lab chapters
+	mkdir -p $(LAB_SETTINGS) && cp tools/lab/overrides.json $(LAB_SETTINGS)/overrides.json
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) $(LAB_DIR)
 
 # Speed figures (machine-dependent, so never in the tests).
 bench: $(STAMP)
