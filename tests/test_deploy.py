@@ -7,7 +7,7 @@ into networks they export, so each one must
   training mode (forward and backward), and equal eager; with ``dynamic=True`` a second shape
   (different B, H, W) runs on the same graph, without a recompile;
 - export to ONNX (``torch.onnx.export(..., dynamo=True)``) with dynamic axes, and run in
-  onnxruntime equal to eager within 1e-5 on shapes other than the exported one.
+  onnxruntime equal to eager within 1e-5 on shapes other than the exported one (B = H = W = 1 too).
 
 A module whose mechanism cannot allow one of the axes B, H, W to vary (say, a learned embedding of
 a fixed H × W) declares it in one place, the class attribute ``export_static_dims``: a dict from
