@@ -84,10 +84,12 @@ class SimAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
         n = max(x.shape[2] * x.shape[3] - 1, 1)  # M − 1 (1 when M = 1, where the sum below is 0)
-        mu = reduce(x, "b c h w -> b c 1 1", "mean")  # μ̂: channel mean over all M neurons
+        # μ̂ as a sum / M and 1/e* with one division per channel (times 1/(4(σ̂² + λ))): the same
+        # numbers as the mean and d / (4(σ̂² + λ)), without full-size divisions forward or backward
+        mu = reduce(x, "b c h w -> b c 1 1", "sum") / (x.shape[2] * x.shape[3])  # μ̂: channel mean over all M neurons
         d = (x - mu).square()  # (t − μ̂)² for every neuron t
         var = reduce(d, "b c h w -> b c 1 1", "sum") / n  # σ̂² = Σ (x − μ̂)² / (M − 1)
-        inv_energy = d / (4 * (var + self.e_lambda)) + 0.5  # 1/e_t* of eq. (4)
+        inv_energy = d * (0.25 / (var + self.e_lambda)) + 0.5  # 1/e_t* of eq. (4)
         return x * self.gate(inv_energy)  # (5): X̃ = sigmoid(1/E) ⊙ X
 
     def extra_repr(self) -> str:
