@@ -70,7 +70,7 @@ class ChannelAttention(nn.Module):
         self.reduction = check_positive_int(self, "reduction", reduction)
         check_choice(self, "bias", bias, (True, False))
         self.hidden = _check_hidden(self, channels, reduction)
-        self.avg_pool = Reduce("b c h w -> b c", "mean")  # F^c_avg
+        self.avg_pool = Reduce("b c h w -> b c", "sum")  # Σ over H × W; forward divides by H W: F^c_avg
         self.fc0 = nn.Linear(channels, self.hidden, bias=bool(bias))  # W0 ∈ R^{C/r × C}
         self.act = nn.ReLU()  # δ
         self.fc1 = nn.Linear(self.hidden, channels, bias=bool(bias))  # W1 ∈ R^{C × C/r}
@@ -81,7 +81,9 @@ class ChannelAttention(nn.Module):
         # F^c_max: max with indices (as the official code's max_pool2d), whose backward is
         # cheaper than einops' "max" (amax), and gives the gradient to one position.
         f_max = rearrange(x, "b c h w -> b c (h w)").max(dim=-1).values
-        d = torch.stack([self.avg_pool(x), f_max])  # [F^c_avg; F^c_max]: (2, B, C)
+        # F^c_avg as a sum / (H W): the same mean, and a backward pass without a full-size division.
+        f_avg = self.avg_pool(x) / (x.shape[2] * x.shape[3])
+        d = torch.stack([f_avg, f_max])  # [F^c_avg; F^c_max]: (2, B, C)
         mlp = self.fc1(self.act(self.fc0(d)))  # the shared MLP on both descriptors: (2, B, C)
         return self.gate(reduce(mlp, "pool b c -> b c", "sum"))  # (2): σ(MLP(avg) + MLP(max))
 
@@ -124,7 +126,7 @@ class SpatialAttention(nn.Module):
         check_input(self, x)
         if self.use_norm and self.training:
             _check_norm_batch(self, x)
-        avg = reduce(x, "b c h w -> b 1 h w", "mean")  # F^s_avg = AvgPool over channels
+        avg = reduce(x, "b c h w -> b 1 h w", "sum") / x.shape[1]  # F^s_avg = AvgPool over channels (sum / C, as above)
         mx = x.max(dim=1, keepdim=True).values  # F^s_max = MaxPool over channels (with indices, as above)
         pooled = torch.cat([avg, mx] if self.pool_order == "avg-max" else [mx, avg], dim=1)  # [·; ·]: (B, 2, H, W)
         return self.gate(self.norm(self.conv(pooled)))  # (3): σ(f(·)): (B, 1, H, W)
