@@ -4,7 +4,8 @@
 when run as root), on a temporary copy of the chapters and with temporary Jupyter user folders,
 so nothing of the reader's is written. The system Chromium, driven by Playwright, double-clicks
 the einops primer in the file browser and must get a notebook (not the Markdown editor); it
-runs the first code cells, reads their outputs, and finds the chapter's math typeset by MathJax.
+runs the first code cells, reads their outputs, and finds the chapter's math typeset (KaTeX
+elements, as jupyterlab-myst renders Markdown cells), not raw TeX.
 
 Needs Chromium (the system package; `.ci/run` installs it) and the `playwright` package (the
 test extra); without them the test is skipped and pytest's summary says why.
@@ -12,6 +13,7 @@ test extra); without them the test is skipped and pytest's summary says why.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -81,7 +83,17 @@ def _lab_env(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def lab(tmp_path):
+def chromium():
+    """The system Chromium and Playwright's API, or a skip that says which is missing."""
+    path = _chromium()
+    if path is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium): the browser test of `make lab` did not run")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
+    return path, sync_api
+
+
+@pytest.fixture
+def lab(tmp_path, chromium):
     """`make lab` on a copy of the chapters; yields (url, log); stops it and everything it started."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed: cannot start `make lab`")
@@ -135,11 +147,22 @@ def lab(tmp_path):
         assert not left, f"processes left behind: {left}"
 
 
-def test_a_double_click_opens_a_chapter_as_a_notebook_that_runs(lab, tmp_path):
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip("no Chromium on this machine (apt-get install chromium): the browser test of `make lab` did not run")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
+def test_make_lab_ships_the_notebook_viewer_and_runs_as_root():
+    """Without a browser: the setting names jupytext's notebook, and `make lab` installs it and
+    passes --allow-root exactly when run as root."""
+    settings = json.loads((ROOT / "tools/lab/overrides.json").read_text())
+    assert settings["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]["markdown"] == "Jupytext Notebook"
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k != "MFLAGS"}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "lab"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert "cp tools/lab/overrides.json .venv/share/jupyter/lab/settings/overrides.json" in dry
+    assert ("--allow-root" in dry) == (os.geteuid() == 0)
+
+
+def test_a_double_click_opens_a_chapter_as_a_notebook_that_runs(chromium, lab, tmp_path):
+    executable, sync_api = chromium
     url, log_path = lab
     console: list[str] = []
 
@@ -149,9 +172,14 @@ def test_a_double_click_opens_a_chapter_as_a_notebook_that_runs(lab, tmp_path):
                 + "\nlab log:\n" + log_path.read_text()[-2000:])
 
     with sync_api.sync_playwright() as pw:
+        # A fresh profile, and a home of its own for what Chromium writes beside the profile
+        # (crash reports, dconf): nothing lands in the reader's ~/.config or ~/.cache.
+        home = tmp_path / "chromium-home"
         browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True,
+            str(tmp_path / "chromium-profile"), executable_path=executable, headless=True,
             args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 900},
+            env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                 "XDG_CACHE_HOME": str(home / ".cache")},
         )
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
