@@ -181,8 +181,8 @@ def test_a_double_click_opens_a_chapter_as_a_notebook_that_runs(chromium, lab, t
             env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
                  "XDG_CACHE_HOME": str(home / ".cache")},
         )
+        page = browser.pages[0] if browser.pages else browser.new_page()
         try:
-            page = browser.pages[0] if browser.pages else browser.new_page()
             page.set_default_timeout(30_000)
             page.on("console", lambda m: console.append(f"{m.type}: {m.text[:300]}"))
             page.goto(url)
@@ -238,6 +238,6 @@ def test_a_double_click_opens_a_chapter_as_a_notebook_that_runs(chromium, lab, t
             assert "$" not in math_cell.locator(".myst, .jp-RenderedMarkdown").first.inner_text()
         finally:
             try:
-                page.screenshot(path=str(tmp_path / "lab.png"))
+                page.screenshot(path=str(tmp_path / "lab.png"))  # what the browser showed last
             finally:
                 browser.close()
