@@ -23,6 +23,7 @@ install: $(STAMP)
 book: $(STAMP)
 	rm -rf build/book
 	$(BIN)/jupyter-book build chapters --config $(CURDIR)/book.yml --toc $(CURDIR)/toc.yml --path-output $(CURDIR)/build/book -W -n --keep-going
+	$(BIN)/python tools/check_book.py build/book/_build/html
 	@echo "The book: build/book/_build/html/index.html"
 
 test: $(STAMP)
