@@ -21,7 +21,7 @@ class SqueezeExcite(nn.Module):
     Paper: J. Hu, L. Shen, G. Sun, "Squeeze-and-Excitation Networks", CVPR 2018
     (extended with S. Albanie and E. Wu in TPAMI 2020), arXiv:1709.01507.
 
-    Equations (paper numbering)::
+    Equations (numbered as in the TPAMI 2020 version = arXiv:1709.01507 v4)::
 
         (2) squeeze     z_c = 1/(H W) Σ_i Σ_j u_c(i, j)
         (3) excitation  s = σ(W2 δ(W1 z)),   W1 ∈ R^{C/r × C},  W2 ∈ R^{C × C/r}

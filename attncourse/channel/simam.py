@@ -79,7 +79,7 @@ class SimAM(nn.Module):
         ):
             raise ValueError(f"SimAM expected e_lambda (λ) to be a finite number > 0, got {e_lambda!r}")
         self.e_lambda = float(e_lambda)
-        self.gate = Gate(nn.Sigmoid(), kind="neuron")  # sigmoid of eq. (5)
+        self.gate = Gate(nn.Sigmoid(), kind="neuron")  # sigmoid of eq. (6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
@@ -89,7 +89,7 @@ class SimAM(nn.Module):
         mu = reduce(x, "b c h w -> b c 1 1", "sum") / (x.shape[2] * x.shape[3])  # μ̂: channel mean over all M neurons
         d = (x - mu).square()  # (t − μ̂)² for every neuron t
         var = reduce(d, "b c h w -> b c 1 1", "sum") / n  # σ̂² = Σ (x − μ̂)² / (M − 1)
-        inv_energy = d * (0.25 / (var + self.e_lambda)) + 0.5  # 1/e_t* of eq. (4)
+        inv_energy = d * (0.25 / (var + self.e_lambda)) + 0.5  # 1/e_t* of eq. (5)
         return x * self.gate(inv_energy)  # (5): X̃ = sigmoid(1/E) ⊙ X
 
     def extra_repr(self) -> str:

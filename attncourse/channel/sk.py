@@ -21,7 +21,8 @@ class SelectiveKernel(nn.Module):
     Paper: X. Li, W. Wang, X. Hu, J. Yang, "Selective Kernel Networks", CVPR 2019,
     arXiv:1903.06586. Official code: github.com/implus/SKNet (Caffe).
 
-    Equations (paper numbering, written for M branches; the paper writes M = 2 with
+    Equations (numbered as in arXiv:1903.06586 as recorded in the course's notes, not
+    re-checked against the CVPR text; written for M branches; the paper writes M = 2 with
     Ũ = U_1, Û = U_2, A = A_1, B = A_2)::
 
         split       U_m = δ(BN(conv3x3_{dilation m, groups G}(X))),   m = 1..M
@@ -55,8 +56,10 @@ class SelectiveKernel(nn.Module):
 
     Differences from the paper and the official code: none in the computation, with the
     stride fixed at 1 (SKNet's first unit of a stage uses stride 2 in both branches). As in
-    the official Caffe model, the convolutions, W and A have no biases (BN follows W and
-    every convolution, and the softmax is unchanged by a bias shared across branches). The
+    the official Caffe model, the convolutions, W and A have no biases. A bias before a batch
+    norm is cancelled by it (BN follows W and every convolution); a bias of A would be per
+    (m, c), not shared by the branches, so it *would* change the softmax: the official model
+    simply has none, and neither has this module. The
     stacked ``A`` is one ``nn.Linear(d, M·C)`` whose output is read as ``(m c)``, as the
     official model reshapes its ``2C`` outputs to ``(2, C)``. ``C // r`` is a floor.
 
