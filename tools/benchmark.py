@@ -424,6 +424,22 @@ def compare(names: list[str], shapes, *, blocks: int, per_block: int, overhead: 
     print(f"\ngeometric mean of the ratios: {gm:.3f}  (worst: {max(ratios):.3f}; target: each <= 1.05, mean <= 1.0)")
 
 
+def overhead_micro() -> None:
+    """The absolute cost of one input check and of one Gate (against the bare activation)."""
+    import timeit
+
+    from attncourse._checks import check_input
+
+    m, x, t = attncourse.create("se", 256), torch.randn(8, 256, 28, 28), torch.randn(8, 256)
+    gate, bare = Gate(nn.Sigmoid()), nn.Sigmoid()
+    rows = {"check_input": lambda: check_input(m, x, 256), "Gate(Sigmoid) on (8, 256)": lambda: gate(t),
+            "nn.Sigmoid on (8, 256)": lambda: bare(t)}
+    for label, f in rows.items():
+        best = min(timeit.repeat(f, number=5000, repeat=5)) / 5000
+        print(f"{label:<28} {1e6 * best:7.2f} us per call")
+    print()
+
+
 def costs(names: list[str], repeats: int) -> None:
     print(f"{'module':<10} {'input (B, C, H, W)':<22} {'params':>10} {'MFLOPs':>10} {'ms':>9} {'ms 3x3 conv':>12}")
     for shape in SHAPES:
@@ -462,6 +478,8 @@ def main() -> None:
     if args.table in ("refs", "all"):
         print(f"Module against its plain-PyTorch reference: forward+backward, float32, interleaved, "
               f"min over {args.blocks} blocks of the median of {args.per_block} passes\n")
+        if args.overhead:
+            overhead_micro()
         compare(names, REF_SHAPES, blocks=args.blocks, per_block=args.per_block, overhead=args.overhead)
 
 
