@@ -90,6 +90,21 @@ def test_stripped_module_has_no_gates_and_computes_the_same():
         m(torch.randn(2, 32, 5, 7))
 
 
+def test_stripped_module_skips_every_input_check(monkeypatch):
+    import attncourse.channel.se as se_file
+    import attncourse.hybrid.scse as scse_file
+
+    calls = []
+    for ns in (se_file, scse_file):
+        monkeypatch.setattr(ns, "check_input", lambda module, x, *a, **k: calls.append(module) or x)
+    m = attncourse.create("scse", 16)
+    m(torch.randn(2, 16, 3, 3))
+    assert len(calls) == 3  # SCSE, its ChannelSE (SqueezeExcite.forward in se.py), its SpatialSE
+    calls.clear()
+    bench._Stripped(m)(torch.randn(2, 16, 3, 3))
+    assert calls == []
+
+
 def test_interleaved_timing_returns_one_figure_per_module():
     m = attncourse.create("se", 16)
     t = bench.time_interleaved([m, bench.reference_for(m)], torch.randn(2, 16, 4, 4), blocks=1, per_block=2, warmup=0)

@@ -340,10 +340,13 @@ class _Stripped(nn.Module):
             for key, child in list(parent.named_children()):
                 if isinstance(child, Gate):
                     setattr(parent, key, child.activation)
+        # every module file whose forward may run here, base classes' included (scSE's cSE runs
+        # SqueezeExcite.forward, which looks check_input up in se.py)
         self._namespaces = {
-            sys.modules[type(m).__module__]
+            sys.modules[cls.__module__]
             for m in self.inner.modules()
-            if hasattr(sys.modules[type(m).__module__], "check_input")
+            for cls in type(m).__mro__
+            if hasattr(sys.modules.get(cls.__module__), "check_input")
         }
 
     @contextlib.contextmanager
