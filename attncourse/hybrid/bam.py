@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from einops.layers.torch import Rearrange, Reduce
+from einops import reduce
+from einops.layers.torch import Rearrange
 from torch import nn
 
 from .._checks import check_channels, check_choice, check_input, check_positive_int
@@ -13,6 +14,14 @@ from .._registry import register
 from ..layers import Gate
 
 __all__ = ["BAM"]
+
+
+class _AvgPool(nn.Module):
+    """AvgPool over H × W written as a sum / (H W): the mean's values, and a backward pass that does
+    not divide a full-size gradient (faster; `make bench` times it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reduce(x, "b c h w -> b c", "sum") / (x.shape[2] * x.shape[3])
 
 
 @register("bam")
@@ -100,7 +109,7 @@ class BAM(nn.Module):
 
         d = dilation
         self.channel_branch = layers(  # eq. (3)
-            ("pool", Reduce("b c h w -> b c", "mean")),  # AvgPool(F): (B, C)
+            ("pool", _AvgPool()),  # AvgPool(F): (B, C), as Σ_ij F / (H W)
             ("fc0", nn.Linear(channels, h)),  # W0 · + b0: (B, C/r)
             ("bn0", nn.BatchNorm1d(h) if hid else None),
             ("relu0", nn.ReLU()),  # δ
