@@ -97,7 +97,7 @@ def test_stripped_module_skips_every_input_check(monkeypatch):
     calls = []
     for ns in (se_file, scse_file):
         monkeypatch.setattr(ns, "check_input", lambda module, x, *a, **k: calls.append(module) or x)
-    m = attncourse.create("scse", 16)
+    m = attncourse.create("scse", 16, aggregation="max")  # runs its submodules' forwards
     m(torch.randn(2, 16, 3, 3))
     assert len(calls) == 3  # SCSE, its ChannelSE (SqueezeExcite.forward in se.py), its SpatialSE
     calls.clear()
