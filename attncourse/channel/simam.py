@@ -90,7 +90,7 @@ class SimAM(nn.Module):
         d = (x - mu).square()  # (t − μ̂)² for every neuron t
         var = reduce(d, "b c h w -> b c 1 1", "sum") / n  # σ̂² = Σ (x − μ̂)² / (M − 1)
         inv_energy = d * (0.25 / (var + self.e_lambda)) + 0.5  # 1/e_t* of eq. (5)
-        return x * self.gate(inv_energy)  # (5): X̃ = sigmoid(1/E) ⊙ X
+        return x * self.gate(inv_energy)  # (6): X̃ = sigmoid(1/E) ⊙ X
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, e_lambda={self.e_lambda:g}"
