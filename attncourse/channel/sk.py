@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from einops import einsum, rearrange, reduce
+from einops import rearrange
 from einops.layers.torch import Reduce
 from torch import nn
 
@@ -93,7 +93,7 @@ class SelectiveKernel(nn.Module):
             )
             for m in range(1, branches + 1)
         )
-        self.pool = Reduce("b c h w -> b c", "mean")  # (2)
+        self.pool = Reduce("b c h w -> b c", "sum")  # Σ_ij of (2); forward divides by H W
         self.fc = nn.Linear(channels, self.hidden, bias=False)  # W
         self.bn = nn.BatchNorm1d(self.hidden)  # BN of (3)
         self.act = nn.ReLU(inplace=True)  # δ of (3)
@@ -108,12 +108,21 @@ class SelectiveKernel(nn.Module):
                 f"on the compact vector z (eq. 3) computes its statistics over the batch, got batch "
                 f"size {x.shape[0]}; use a larger batch or call .eval()"
             )
-        u = torch.stack([branch(x) for branch in self.split], dim=1)  # split: (B, M, C, H, W)
-        s = self.pool(reduce(u, "b m c h w -> b c h w", "sum"))  # (1), (2): (B, C)
+        # The branches stay a list: no stacked (B, M, C, H, W) copy, and eq. (6) as M products and
+        # sums instead of a batched matrix product of B·C tiny matrices (the chapter's "The module"
+        # shows both forms equal the derivation; `make bench` times them).
+        u = [branch(x) for branch in self.split]  # split: U_1..U_M, each (B, C, H, W)
+        # (1), (2): s = GAP(Σ_m U_m) = Σ_m Σ_ij U_m / (H W); a sum / (H W), as a mean's backward
+        # would divide a full-size gradient
+        s = sum(self.pool(u_m) for u_m in u) / (x.shape[2] * x.shape[3])  # (B, C)
         z = self.act(self.bn(self.fc(s)))  # (3): (B, d)
         logits = rearrange(self.select(z), "b (m c) -> b m c", m=self.branches)  # A_m z
         a = self.gate(logits)  # (5): (B, M, C), sums to 1 over m
-        return einsum(a, u, "b m c, b m c h w -> b c h w")  # (6)
+        a = rearrange(a, "b m c -> m b c 1 1")  # a_m, broadcast over H × W
+        v = a[0] * u[0]
+        for a_m, u_m in zip(a[1:], u[1:]):
+            v = v + a_m * u_m  # (6): V = Σ_m a_m ⊙ U_m
+        return v
 
     def extra_repr(self) -> str:
         return (
