@@ -9,6 +9,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Torch's CPU threads (GNU OpenMP) spin-wait after each parallel region before they sleep. On a
+# shared 2-core machine that spinning steals the CPU from the other process: one chapter training
+# run took 15x longer beside another torch process (tools/contention.py). A short spin keeps a
+# quiet machine's speed (within about 5 %) and makes a shared one about 2.4x slower instead of 15x.
+# It changes no result (the thread count, which does, is left alone). Kernels started by `book`,
+# `test` and `lab` inherit it; set your own value in the environment to override it.
+export GOMP_SPINCOUNT ?= 1000
+
 .PHONY: book test install lab bench results clean
 
 $(STAMP): pyproject.toml constraints.txt

@@ -136,3 +136,11 @@ def test_equations_render_with_the_network_off(small_book, tmp_path):
     dom = result.stdout
     assert "<mjx-container" in dom, f"MathJax did not typeset the page offline:\n{result.stderr[-2000:]}"
     assert "<mjx-merror" not in dom and "\\tag{3}" not in dom.split("<mjx-container", 1)[1]
+
+
+def test_make_keeps_a_shared_machine_usable():
+    """Spinning OpenMP threads made a training run 15x slower beside another process
+    (CONTRIBUTING, tools/contention.py); make exports a short spin to every kernel it starts."""
+    assert re.search(r"^export GOMP_SPINCOUNT \?= \d+$", (ROOT / "Makefile").read_text(), re.M)
+    if "MAKELEVEL" in os.environ:  # run by `make test`: the kernels inherit this environment
+        assert os.environ.get("GOMP_SPINCOUNT")
