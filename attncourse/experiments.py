@@ -6,7 +6,7 @@ the comparison is run once by this module's command line and its results are sto
 package (``attncourse/results/<part>.json``); the chapters load them, and check that the stored
 protocol and parameter counts are still those of the code, so results that no longer match the
 code fail the tests instead of being shown. The module chapters train a few of the same variants
-live, on the same data and budget: with the same seeds on the same machine they reproduce the
+live, on the same data and budget: with the same seeds on the same machine and code they reproduce the
 stored runs.
 
 Re-run a part (about 2 to 6 minutes each on 2 cores)::
