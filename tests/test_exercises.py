@@ -39,3 +39,16 @@ def test_crashes_and_shapes_are_explained():
     assert "shape is (3, 2)" in compare_tensors(x.T, x, what="t").message
     assert "wrong places" in compare_tensors(x.flip(1), x, what="t").message
     assert compare_tensors(x.clone(), x, what="t") is None
+
+
+def test_match_mistake_names_the_first_reproduced_mistake():
+    from attncourse.exercises import match_mistake
+
+    x = torch.arange(6.0).reshape(2, 3)
+    known = {"skipped": None, "wrong shape": x.T, "doubled": 2 * x, "also doubled": 2 * x}
+    fb = match_mistake(2 * x, known, what="Your f", end=".")
+    assert not fb and repr(fb) == "✗ Your f: doubled."
+    assert match_mistake(x, known, what="Your f") is None
+    assert match_mistake("not a tensor", known, what="Your f") is None
+    # a result that is also right is not a mistake
+    assert match_mistake(2 * x, known, what="Your f", expected=2 * x) is None

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["Feedback", "passed", "failed", "not_attempted", "is_unanswered", "compare_tensors", "run_answer", "check_number"]
+__all__ = ["Feedback", "passed", "failed", "not_attempted", "is_unanswered", "compare_tensors", "match_mistake", "run_answer", "check_number"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,25 @@ def compare_tensors(got: Any, expected: torch.Tensor, *, what: str, atol: float 
         if torch.allclose(torch.sort(got.flatten())[0].to(expected.dtype), torch.sort(expected.flatten())[0], atol=atol, rtol=rtol):
             return failed(f"{what}: the right numbers in the wrong places (an axis order is swapped)")
         return failed(f"{what}: the shape is right but the values differ (largest difference {diff.max().item():.3g})")
+    return None
+
+
+def match_mistake(
+    got: Any, known: dict[str, torch.Tensor | None], *, what: str, expected: torch.Tensor | None = None, end: str = ""
+) -> Feedback | None:
+    """Feedback naming the first typical mistake that ``got`` reproduces, else ``None``.
+
+    ``known`` maps a message to the result that mistake produces (``None``: not detectable on
+    this input). With ``expected``, a result that is also right is not called a mistake.
+    """
+    if not isinstance(got, torch.Tensor):
+        return None
+    for message, wrong in known.items():
+        if wrong is None or wrong.shape != got.shape:
+            continue
+        g = got.detach().to(wrong.dtype)
+        if torch.allclose(g, wrong) and (expected is None or not torch.allclose(g, expected.to(wrong.dtype))):
+            return failed(f"{what}: {message}{end}")
     return None
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
+from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
 
 __all__ = ["check_bam_parameters", "check_spatial_inputs", "check_bam_refine"]
 
@@ -130,9 +130,9 @@ def check_bam_refine(fn: Callable[..., Any]) -> Feedback:
                 "sigmoid of the sum M_c + M_s": f + f * torch.sigmoid(mc4) * torch.sigmoid(ms4),
                 "you added the attention to F (F + M); eq. (1) multiplies it in: F + F ⊗ M(F)": f + m,
             }
-            for hint, wrong in known.items():
-                if torch.allclose(got.detach().to(wrong.dtype), wrong):
-                    return failed(f"{what}: {hint}.")
+            fb = match_mistake(got, known, what=what, end=".")
+            if fb is not None:
+                return fb
         bad = compare_tensors(got, expected, what=what)
         if bad is not None:
             return bad

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hybrid.cbam import CBAM
-from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
+from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
 
 __all__ = ["check_cbam_parameters", "check_spatial_map", "check_cbam_function"]
 
@@ -126,9 +126,9 @@ def check_spatial_map(fn: Callable[..., Any]) -> Feedback:
                     "the kernel is flipped: PyTorch's conv2d (and the paper's f) is a cross-correlation, "
                     "the filter is used as it is": torch.sigmoid(_spatial_reference(f, weight.flip(-1, -2), bias)),
                 }
-                for hint, wrong in known.items():
-                    if torch.allclose(got, wrong):
-                        return failed(f"{what}: {hint}.")
+                fb = match_mistake(got, known, what=what, end=".")
+                if fb is not None:
+                    return fb
         bad = compare_tensors(got, expected, what=what)
         if bad is not None:
             return bad
@@ -218,9 +218,9 @@ def check_cbam_function(fn: Callable[..., Any]) -> Feedback:
                 "that is F' only; multiply by the spatial map M_s(F') as well": mc(f) * f,
                 "that is the spatial gate alone; the channel map M_c(F) comes first": f_s,
             }
-            for hint, wrong in known.items():
-                if torch.allclose(got, wrong):
-                    return failed(f"{what}: {hint}.")
+            fb = match_mistake(got, known, what=what, end=".")
+            if fb is not None:
+                return fb
         bad = compare_tensors(got, expected, what=what)
         if bad is not None:
             return bad

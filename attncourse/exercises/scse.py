@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from ..hybrid.scse import SpatialSE
-from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
+from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
 
 __all__ = ["check_scse_parameters", "check_sse_function", "check_max_out_value"]
 
@@ -94,9 +94,9 @@ def check_sse_function(fn: Callable[..., Any]) -> Feedback:
                 "sSE gates each position independently with a sigmoid, not a softmax over positions":
                     u * torch.softmax((q + b).flatten(2), -1).view_as(q),
             }
-            for hint, wrong in known.items():
-                if torch.allclose(got, wrong):
-                    return failed(f"{what}: {hint}.")
+            fb = match_mistake(got, known, what=what, end=".")
+            if fb is not None:
+                return fb
         if isinstance(got, torch.Tensor) and got.shape == (shape[0], 1, shape[2], shape[3]):
             return failed(f"{what}: the shape is {tuple(got.shape)}, the gate's shape; return u rescaled by it, {tuple(expected.shape)}.")
         bad = compare_tensors(got, expected, what=what)

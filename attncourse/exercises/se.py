@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 
 from ..channel.se import SqueezeExcite
-from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
+from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
 
 __all__ = [
     "check_se_parameters",
@@ -88,6 +88,15 @@ def check_resnet50_se_parameters(answer: Any) -> Feedback:
     )
 
 
+def _random_se(g: torch.Generator) -> tuple[SqueezeExcite, tuple[torch.Tensor, ...]]:
+    """SqueezeExcite(12, r = 3) in float64 with random weights from ``g``, and its (w1, b1, w2, b2)."""
+    m = SqueezeExcite(12, reduction=3).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return m, (m.fc1.weight.detach(), m.fc1.bias.detach(), m.fc2.weight.detach(), m.fc2.bias.detach())
+
+
 # The former exercise 3 (its answer was the chapter's own se_einops); kept for older copies.
 # Typical mistakes: a maximum instead of the mean in the squeeze, the sigmoid left out,
 # the ReLU left out, a sigmoid in place of the ReLU, the biases left out, the weights s returned
@@ -96,11 +105,7 @@ def check_se_function(fn: Callable[..., Any]) -> Feedback:
     """Exercise 3: a functional SE ``fn(u, w1, b1, w2, b2)`` that equals ``SqueezeExcite``."""
     what = "Your se_function"
     g = torch.Generator().manual_seed(3)
-    m = SqueezeExcite(12, reduction=3).double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
-    w1, b1, w2, b2 = m.fc1.weight.detach(), m.fc1.bias.detach(), m.fc2.weight.detach(), m.fc2.bias.detach()
+    m, (w1, b1, w2, b2) = _random_se(g)
     for shape in [(2, 12, 5, 7), (1, 12, 3, 3)]:
         u = torch.randn(shape, generator=g, dtype=torch.float64)
         got, fb = run_answer(fn, u, w1, b1, w2, b2, what=what)
@@ -126,9 +131,9 @@ def check_se_function(fn: Callable[..., Any]) -> Feedback:
                 "you returned the weights s broadcast to the input's shape; eq. (4) multiplies them with u.":
                     s[..., None, None].expand_as(u),
             }
-            for why, wrong in known.items():
-                if torch.allclose(got, wrong) and not torch.allclose(got, expected):
-                    return failed(f"{what}: {why}")
+            fb = match_mistake(got, known, what=what, expected=expected)
+            if fb is not None:
+                return fb
         bad = compare_tensors(got, expected, what=what)
         if bad is not None:
             return bad
@@ -143,11 +148,7 @@ def check_se_tokens(fn: Callable[..., Any]) -> Feedback:
     """Exercise 3: ``fn(x, w1, b1, w2, b2)``: SE on tokens ``(B, N, C)``, squeeze over the N tokens."""
     what = "Your se_tokens"
     g = torch.Generator().manual_seed(4)
-    m = SqueezeExcite(12, reduction=3).double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
-    w1, b1, w2, b2 = m.fc1.weight.detach(), m.fc1.bias.detach(), m.fc2.weight.detach(), m.fc2.bias.detach()
+    m, (w1, b1, w2, b2) = _random_se(g)
 
     def excite(z, act=torch.relu, gate=torch.sigmoid, bias=True):
         return gate(act(z @ w1.T + (b1 if bias else 0)) @ w2.T + (b2 if bias else 0))
@@ -180,9 +181,9 @@ def check_se_tokens(fn: Callable[..., Any]) -> Feedback:
                 "you returned the weights s broadcast to the input's shape; multiply them with x.":
                     s[:, None, :].expand_as(x),
             }
-            for why, wrong in known.items():
-                if wrong is not None and torch.allclose(got, wrong) and not torch.allclose(got, expected):
-                    return failed(f"{what}: {why}")
+            fb = match_mistake(got, known, what=what, expected=expected)
+            if fb is not None:
+                return fb
         bad = compare_tensors(got, expected, what=what)
         if bad is not None:
             return bad

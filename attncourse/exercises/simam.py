@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
+from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
 
 __all__ = [
     "check_max_gate",
@@ -71,9 +71,9 @@ def check_inverse_energy(fn: Callable[..., Any]) -> Feedback:
                 "μ̂ and σ̂² are taken over (C, H, W); they are per channel, over (H, W) only.": _inverse_energy(x, lam, dims=(1, 2, 3)),
                 "μ̂ and σ̂² are taken over the batch too; they are per image and per channel, over (H, W) only.": _inverse_energy(x, lam, dims=(0, 2, 3)),
             }
-            for hint, wrong in known.items():
-                if wrong.shape == got.shape and torch.allclose(got, wrong) and not torch.allclose(got, expected):
-                    return failed(f"{what}: {hint}")
+            fb = match_mistake(got, known, what=what, expected=expected)
+            if fb is not None:
+                return fb
         bad = compare_tensors(got, expected, what=what, atol=1e-8, rtol=1e-6)
         if bad is not None:
             return bad
@@ -143,9 +143,9 @@ def check_simam_tokens(fn: Callable[..., Any]) -> Feedback:
                 "that is the inverse energy 1/E; return x · sigmoid(1/E).": inv,
                 "λ is missing from the denominator 4(σ̂² + λ).": x * torch.sigmoid(d / (4 * d.sum(1, keepdim=True) / (m - 1)) + 0.5),
             }
-            for hint, wrong in known.items():
-                if torch.allclose(got, wrong) and not torch.allclose(got, expected):
-                    return failed(f"{what}: {hint}")
+            fb = match_mistake(got, known, what=what, expected=expected)
+            if fb is not None:
+                return fb
         bad = compare_tensors(got, expected, what=what, atol=1e-8, rtol=1e-6)
         if bad is not None:
             return bad
@@ -193,9 +193,9 @@ def check_leave_one_out_energy(fn: Callable[..., Any]) -> Feedback:
                 "λ is missing: e_t* = 4(σ_t² + λ)/((t − μ_t)² + 2σ_t² + 2λ).": leave_one_out_energy(x, 0.0),
                 "that is the gate sigmoid(1/e_t*); return the energy e_t* itself.": torch.sigmoid(1 / expected),
             }
-            for hint, wrong in known.items():
-                if torch.allclose(got, wrong) and not torch.allclose(got, expected):
-                    return failed(f"{what}: {hint}")
+            fb = match_mistake(got, known, what=what, expected=expected)
+            if fb is not None:
+                return fb
         bad = compare_tensors(got, expected, what=what, atol=1e-8, rtol=1e-6)
         if bad is not None:
             return bad
