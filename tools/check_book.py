@@ -39,9 +39,9 @@ def external_resources(html_dir: str | Path) -> list[tuple[str, str]]:
     html_dir = Path(html_dir)
     found = []
     for page in sorted(html_dir.rglob("*.html")):
-        parser = _Refs()
-        parser.feed(page.read_text(encoding="utf-8", errors="replace"))
         text = page.read_text(encoding="utf-8", errors="replace")
+        parser = _Refs()
+        parser.feed(text)
         # MathJax's address may also be written into inline configuration.
         inline = re.findall(r"""["'](https?://[^"']*mathjax[^"']*)["']""", text, re.I)
         for ref in dict.fromkeys(parser.refs + inline):  # in order, each once
