@@ -12,7 +12,7 @@ short name::
 
 from __future__ import annotations
 
-from . import channel, hybrid
+from . import channel, hybrid, selfattn
 from ._registry import available, create, get, register
 from .channel import ECA, SelectiveKernel, SimAM, SqueezeExcite
 from .hybrid import BAM, CBAM, SCSE, CoordAttention

@@ -1,0 +1,3 @@
+"""Work in progress (Part III)."""
+
+__all__: list[str] = []
