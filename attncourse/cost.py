@@ -9,13 +9,17 @@ separately where they matter.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "count_flops", "time_forward_backward", "Cost", "measure", "cost_table"]
+__all__ = ["count_parameters", "count_flops", "time_forward_backward", "peak_memory", "Cost", "measure", "cost_table"]
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -77,3 +81,52 @@ def cost_table(costs: dict[str, Cost]) -> str:
         ms = "" if c.seconds is None else f"{1e3 * c.seconds:.1f}"
         lines.append(f"{name:<22}{c.parameters:>12,}{c.flops / 1e6:>16.2f}{ms:>12}")
     return "\n".join(lines)
+
+
+class _LiveTensors(TorchDispatchMode):
+    """Counts the bytes of the storages that the operations run under it create, while they live."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, list[int]] = {}  # storage address -> [live tensors on it, bytes]
+        self.current = 0
+        self.peak = 0
+
+    def _release(self, key: int) -> None:
+        entry = self.live[key]
+        entry[0] -= 1
+        if entry[0] == 0:
+            del self.live[key]
+            self.current -= entry[1]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key in self.live:  # a view, or an in-place result: the same memory
+                    self.live[key][0] += 1
+                else:
+                    self.live[key] = [1, storage.nbytes()]
+                    self.current += storage.nbytes()
+                    self.peak = max(self.peak, self.current)
+                weakref.finalize(t, self._release, key)
+        return out
+
+
+def peak_memory(fn: Callable[[], object]) -> int:
+    """Peak bytes of the tensors that ``fn()`` creates and holds at the same time.
+
+    Every tensor an ATen operation returns while ``fn`` runs is counted from its creation until
+    it is freed (a view counts once, with the memory it shares); tensors that existed before the
+    call (inputs, weights) are not counted. This is the memory a computation *materialises*: the
+    N × N matrix of a naive attention, the activations autograd saves for the backward pass. It
+    does not see scratch space that one kernel allocates and frees inside itself (e.g. the
+    blocks of ``scaled_dot_product_attention``'s CPU kernel), nor the allocator's own overhead;
+    the peak resident size of a fresh process would include both. Deterministic, and independent
+    of what else runs on the machine, unlike a timing.
+    """
+    with _LiveTensors() as counter:
+        fn()
+    return counter.peak

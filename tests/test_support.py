@@ -159,3 +159,19 @@ def test_show_source_shows_the_real_class():
     assert '"""' not in source_of(attncourse.SqueezeExcite, docstring=False)
     md = show_source(attncourse.SqueezeExcite)
     assert "attncourse.channel.se" in md.data and "def forward" in md.data
+
+
+def test_peak_memory_sees_the_n_by_n_matrix_and_nothing_held_before():
+    import torch.nn.functional as F
+
+    from attncourse.cost import peak_memory
+
+    n, d = 256, 16
+    q = torch.randn(1, 1, n, d)
+    naive = peak_memory(lambda: (q @ q.transpose(-1, -2)).softmax(-1) @ q)
+    assert naive >= 2 * n * n * 4  # the logits and the softmax live together
+    fused = peak_memory(lambda: F.scaled_dot_product_attention(q, q, q))
+    assert fused < n * n * 4  # no N x N tensor is ever returned by an operation
+    assert peak_memory(lambda: q.sum()) == 4  # one float32 scalar; q itself is not counted
+    y = torch.randn(1000)
+    assert peak_memory(lambda: y.view(10, 100).t()) == 0  # views of existing memory cost nothing
