@@ -101,12 +101,15 @@ class _LiveTensors(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type != "meta":
                 storage = t.untyped_storage()
                 key = storage.data_ptr()
                 if key in self.live:  # a view, or an in-place result: the same memory
                     self.live[key][0] += 1
+                elif key in inputs:  # a view of memory that existed before: nothing new
+                    continue
                 else:
                     self.live[key] = [1, storage.nbytes()]
                     self.current += storage.nbytes()
