@@ -293,6 +293,52 @@ def _coord(m):
     return ref
 
 
+class CCNetRef(nn.Module):
+    """Criss-cross attention as the official code writes it (speedinghzl/CCNet, pure-python branch:
+    permutes and bmm over (B*W, H, H) and (B*H, W, W), -inf on the vertical diagonal, one softmax
+    over the concatenated energies), its -inf matrix built on the input's device instead of
+    ``.cuda()``, applied ``recurrence`` times with shared weights as RCCAModule's loop does."""
+
+    def __init__(self, channels: int, inner: int, recurrence: int) -> None:
+        super().__init__()
+        self.query = nn.Conv2d(channels, inner, 1)
+        self.key = nn.Conv2d(channels, inner, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.recurrence = recurrence
+
+    def cca(self, x):
+        b, _, h, w = x.shape
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        q_h = q.permute(0, 3, 1, 2).reshape(b * w, -1, h).permute(0, 2, 1)
+        q_w = q.permute(0, 2, 1, 3).reshape(b * h, -1, w).permute(0, 2, 1)
+        k_h = k.permute(0, 3, 1, 2).reshape(b * w, -1, h)
+        k_w = k.permute(0, 2, 1, 3).reshape(b * h, -1, w)
+        v_h = v.permute(0, 3, 1, 2).reshape(b * w, -1, h)
+        v_w = v.permute(0, 2, 1, 3).reshape(b * h, -1, w)
+        inf = torch.diag(torch.full((h,), float("-inf"), dtype=x.dtype, device=x.device))  # the official INF()
+        energy_h = (torch.bmm(q_h, k_h) + inf).view(b, w, h, h).permute(0, 2, 1, 3)
+        energy_w = torch.bmm(q_w, k_w).view(b, h, w, w)
+        att = torch.softmax(torch.cat([energy_h, energy_w], 3), dim=3)
+        att_h = att[:, :, :, :h].permute(0, 2, 1, 3).reshape(b * w, h, h)
+        att_w = att[:, :, :, h:].reshape(b * h, w, w)
+        out_h = torch.bmm(v_h, att_h.permute(0, 2, 1)).view(b, w, -1, h).permute(0, 2, 3, 1)
+        out_w = torch.bmm(v_w, att_w.permute(0, 2, 1)).view(b, h, -1, w).permute(0, 2, 1, 3)
+        return self.gamma * (out_h + out_w) + x
+
+    def forward(self, x):
+        for _ in range(self.recurrence):
+            x = self.cca(x)
+        return x
+
+
+@_reference("ccnet")
+def _ccnet(m):
+    ref = CCNetRef(m.channels, m.inner, m.recurrence)
+    ref.load_state_dict(m.state_dict())
+    return ref
+
+
 def _name_of(module: nn.Module) -> str:
     for name in attncourse.available():
         if type(module) is attncourse.get(name):
