@@ -339,6 +339,35 @@ def _ccnet(m):
     return ref
 
 
+class GCRef(nn.Module):
+    """The official ContextBlock (xvjiarui/GCNet, mmdet/ops/gcb/context_block.py) with attention
+    pooling and channel_add fusion: view, conv_mask, softmax, matmul, conv-LN-ReLU-conv, add."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.conv_mask = nn.Conv2d(channels, 1, kernel_size=1)
+        self.channel_add_conv = nn.Sequential(
+            nn.Conv2d(channels, hidden, kernel_size=1),
+            nn.LayerNorm([hidden, 1, 1]),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, kernel_size=1),
+        )
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        mask = F.softmax(self.conv_mask(x).view(b, 1, h * w), dim=2).unsqueeze(-1)
+        context = torch.matmul(x.view(b, 1, c, h * w), mask).view(b, c, 1, 1)
+        return x + self.channel_add_conv(context)
+
+
+@_reference("gc")
+def _gc(m):
+    _require(m, pooling="att", fusion="add")
+    ref = GCRef(m.channels, m.hidden)
+    _copy(ref, m)
+    return ref
+
+
 def _name_of(module: nn.Module) -> str:
     for name in attncourse.available():
         if type(module) is attncourse.get(name):
