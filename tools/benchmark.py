@@ -368,6 +368,82 @@ def _gc(m):
     return ref
 
 
+class DANetPAMRef(nn.Module):
+    """DANet's position attention module as the official code writes it (junfu1115/DANet,
+    ``encoding/nn/da_att.py``, ``PAM_Module``): 1x1 query/key convs to C/8, value conv to C,
+    bmm energies, softmax over the last axis, bmm with the transposed attention, gamma * out + x."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.query_conv = nn.Conv2d(channels, width, 1)
+        self.key_conv = nn.Conv2d(channels, width, 1)
+        self.value_conv = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q = self.query_conv(x).view(b, -1, h * w).permute(0, 2, 1)
+        k = self.key_conv(x).view(b, -1, h * w)
+        attention = torch.softmax(torch.bmm(q, k), dim=-1)
+        v = self.value_conv(x).view(b, -1, h * w)
+        out = torch.bmm(v, attention.permute(0, 2, 1)).view(b, c, h, w)
+        return self.gamma * out + x
+
+
+class DANetCAMRef(nn.Module):
+    """DANet's channel attention module as the official ``CAM_Module`` writes it: bmm of the
+    flattened map with its transpose, ``max(energy) - energy`` (only with ``official=True``; the
+    paper's form is the plain softmax of the energies), softmax, bmm, gamma * out + x."""
+
+    def __init__(self, official: bool) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.official = official
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        a = x.view(b, c, -1)
+        energy = torch.bmm(a, a.permute(0, 2, 1))
+        if self.official:
+            energy = torch.max(energy, -1, keepdim=True)[0].expand_as(energy) - energy
+        out = torch.bmm(torch.softmax(energy, dim=-1), a).view(b, c, h, w)
+        return self.gamma * out + x
+
+
+class DANetDualRef(nn.Module):
+    """The two official modules on the same input, summed, less one copy of the input (the
+    package's plug-in form of DANet's head without its convolutions)."""
+
+    def __init__(self, channels: int, width: int, official: bool) -> None:
+        super().__init__()
+        self.pam = DANetPAMRef(channels, width)
+        self.cam = DANetCAMRef(official)
+
+    def forward(self, x):
+        return self.pam(x) + self.cam(x) - x
+
+
+@_reference("pam")
+def _pam(m):
+    ref = DANetPAMRef(m.channels, m.width)
+    _copy(ref, m)
+    return ref
+
+
+@_reference("cam")
+def _cam(m):
+    ref = DANetCAMRef(m.channel_affinity == "official")
+    _copy(ref, m)
+    return ref
+
+
+@_reference("danet")
+def _danet(m):
+    ref = DANetDualRef(m.channels, m.position.width, m.channel_affinity == "official")
+    _copy(ref, m)
+    return ref
+
+
 def _name_of(module: nn.Module) -> str:
     for name in attncourse.available():
         if type(module) is attncourse.get(name):
