@@ -1,3 +1,158 @@
-"""Work in progress (Part III)."""
+"""Multi-head scaled dot-product self-attention on the positions of a feature map (Vaswani et al.,
+NeurIPS 2017; tokens of a feature map as in ViT). Chapter: ``chapters/selfattn/mhsa.md``."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
+from .._registry import register
+from ..layers import Gate
+
+__all__ = ["MultiHeadSelfAttention2d", "sine_position_2d"]
+
+#: The positional options: none (the paper's attention, blind to order), or DETR's 2-D sine code.
+POSITIONS = (None, "sine")
+
+
+def sine_position_2d(
+    h: int, w: int, channels: int, *, temperature: float = 10000.0, dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    r"""The 2-D sine position code of DETR (Carion et al., ECCV 2020, arXiv:2005.12872), ``(H*W, C)``.
+
+    The Transformer's sinusoids (Vaswani et al. 2017, section 3.5) applied to each axis: the first
+    C/2 channels encode the row y, the last C/2 the column x; within each half, channel pairs
+    (2i, 2i+1) hold ``sin(p ω_i)`` and ``cos(p ω_i)`` with ``ω_i = temperature^(-2i / (C/2))``, for
+    the position p = 1..H (rows) or 1..W (columns). This is DETR's ``PositionEmbeddingSine`` with
+    ``normalize=False`` (its default; DETR's own configuration normalises p to (0, 2π], which makes
+    a position's code depend on the map's size). Unnormalised, a shift by k positions is the same
+    rotation of every (sin, cos) pair at any H, W, and nothing is learned: any H, W works, so the
+    export keeps H and W dynamic. Rows of the result are in ``(h w)`` order. ``channels`` must be
+    divisible by 4.
+    """
+    f = channels // 4  # frequencies per axis
+    i = torch.arange(f, dtype=dtype, device=device)
+    omega = temperature ** (-2 * i / (channels // 2))  # ω_i = T^(-2i/(C/2))
+    ay = torch.arange(1, h + 1, dtype=dtype, device=device)[:, None] * omega  # (H, C/4): y ω_i
+    ax = torch.arange(1, w + 1, dtype=dtype, device=device)[:, None] * omega  # (W, C/4): x ω_i
+    py = rearrange(torch.stack([ay.sin(), ay.cos()], -1), "h f two -> h (f two)")  # (H, C/2), sin/cos interleaved
+    px = rearrange(torch.stack([ax.sin(), ax.cos()], -1), "w f two -> w (f two)")  # (W, C/2)
+    half = 2 * f
+    pos = torch.cat([py[:, None, :].expand(h, w, half), px[None, :, :].expand(h, w, half)], dim=-1)  # [y; x]
+    return pos.reshape(h * w, channels)  # "h w c -> (h w) c"
+
+
+@register("mhsa")
+class MultiHeadSelfAttention2d(nn.Module):
+    r"""Multi-head scaled dot-product self-attention over the H × W positions of a feature map, as a
+    residual plug-in: ``x + MultiHead(T, T, T)`` with the tokens ``T = rearrange(x, "b c h w -> b (h w) c")``.
+
+    Paper: A. Vaswani, N. Shazeer, N. Parmar, J. Uszkoreit, L. Jones, A. N. Gomez, Ł. Kaiser,
+    I. Polosukhin, "Attention Is All You Need", NeurIPS 2017, arXiv:1706.03762 (eq. (1) as numbered
+    there, section 3.2.1; the multi-head equations of section 3.2.2 carry no number). The tokens of a feature map,
+    one per position, as ViT does with patches: A. Dosovitskiy et al., "An Image is Worth 16x16 Words",
+    ICLR 2021, arXiv:2010.11929.
+
+    Equations (section 3.2), with d = d_k = d_v = C / h::
+
+        (1)  Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+             MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O
+             head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+
+    with Q = K = V = T (self-attention), W_i^Q, W_i^K, W_i^V ∈ R^{C×d} and W^O ∈ R^{C×C}.
+    ``forward`` returns ``x + rearrange(MultiHead(T, T, T), "b (h w) c -> b c h w")``.
+
+    Args:
+        channels: C, the paper's d_model.
+        heads: h, the number of heads (8 in the paper); must divide ``channels`` (d = C / h).
+        bias: biases on the projections (``True``, as ``torch.nn.MultiheadAttention`` and ViT's
+            ``qkv_bias=True``; the paper writes none). With ``bias=False`` the module has 4C²
+            parameters, with ``True`` 4C² + 4C.
+        position: ``None`` (default): no position code, the attention of eq. (1), which cannot see
+            where a token is (permuting the positions permutes the output). ``"sine"``: DETR's
+            2-D sine code :func:`sine_position_2d` (Carion et al., ECCV 2020, arXiv:2005.12872)
+            added, as in DETR's encoder, to the tokens that make the queries and keys, not the
+            values; it needs ``channels`` divisible by 4, works at any H, W and learns nothing.
+
+    Why no position code by default: the module is a plug-in between convolutions, whose
+    features already carry local geometry (and, through zero padding, some absolute position);
+    the self-attention blocks of CNNs (Non-local, DANet, CCNet, GCNet) add none. Off, the module
+    equals ``torch.nn.MultiheadAttention`` with the same weights, and it stays blind to where things
+    are, which the chapter shows and tests. Turn it on where the arrangement matters to the task.
+
+    Identity at initialisation: W^O (``proj``, weight and bias) starts at zero, so the attention
+    branch outputs exactly 0 and the module returns x; W^O gets a gradient at once, the other
+    projections once W^O is non-zero. ``qkv`` starts as ``torch.nn.MultiheadAttention``'s
+    in-projection does (Xavier-uniform weight, zero bias). Both are the course's choices.
+
+    Shapes: input ``(B, C, H, W)`` → output ``(B, C, H, W)``, any H, W ≥ 1.
+    ``attention(x)`` returns the weights ``(B, h, H*W, H*W)`` (queries and keys in ``(h w)``
+    order, rows summing to 1), exactly the weights forward applies. ``forward`` computes eq. (1)
+    with ``F.scaled_dot_product_attention``, which never materialises the N × N matrix, so the
+    ``gate`` (``Gate(nn.Softmax(dim=-1), kind="attention")``) runs only in ``attention(x)``:
+    ``capture_gates`` on a forward pass records nothing from this module.
+
+    Parameters: ``4C²`` projection weights (W^Q, W^K, W^V stacked in ``qkv``, and W^O) plus ``4C``
+    biases. ``torch.nn.MultiheadAttention(C, h, batch_first=True)`` has the same tensors: copy its
+    ``in_proj_weight``/``in_proj_bias`` into ``qkv`` and ``out_proj`` into ``proj``.
+    """
+
+    def __init__(
+        self, channels: int, *, heads: int = 8, bias: bool = True, position: str | None = None
+    ) -> None:
+        super().__init__()
+        self.channels = check_channels(self, channels)
+        self.heads = check_positive_int(self, "heads", heads)
+        check_divisible(self, "channels", self.channels, "heads", self.heads)
+        check_choice(self, "bias", bias, (True, False))
+        check_choice(self, "position", position, POSITIONS)
+        if position == "sine" and self.channels % 4:
+            raise ValueError(
+                f"{type(self).__name__} with position='sine' expected channels divisible by 4 (a sin and a "
+                f"cos per frequency, for rows and for columns), got channels={self.channels}"
+            )
+        self.bias = bool(bias)
+        self.position = position
+        self.head_dim = self.channels // self.heads  # d = d_k = d_v = C / h
+        self.qkv = nn.Linear(channels, 3 * channels, bias=self.bias)  # [W^Q; W^K; W^V], heads side by side
+        self.proj = nn.Linear(channels, channels, bias=self.bias)  # W^O
+        self.gate = Gate(nn.Softmax(dim=-1), kind="attention")  # the softmax of (1), used by attention(x)
+        nn.init.xavier_uniform_(self.qkv.weight)  # as torch.nn.MultiheadAttention's in_proj
+        nn.init.zeros_(self.proj.weight)  # W^O = 0: the branch starts at exactly 0, the module at x
+        if self.bias:
+            nn.init.zeros_(self.qkv.bias)
+            nn.init.zeros_(self.proj.bias)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of every head, each ``(B, h, N, d)``, N = H*W in ``(h w)`` order."""
+        _, c, h, w = x.shape
+        t = rearrange(x, "b c h w -> b (h w) c")  # the tokens T: one per position
+        q, k, v = rearrange(self.qkv(t), "b n (three h d) -> three b h n d", three=3, h=self.heads)  # T W_i^{Q,K,V}
+        if self.position == "sine":  # (T + P) W^Q, (T + P) W^K, by linearity T W + P W: P once, not per image
+            p = sine_position_2d(h, w, c, dtype=x.dtype, device=x.device)  # P: (N, C)
+            pq, pk = rearrange(F.linear(p, self.qkv.weight[: 2 * c]), "n (two h d) -> two 1 h n d", two=2, h=self.heads)
+            q, k = q + pq, k + pk
+        return q, k, v
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights ``softmax(Q K^T / sqrt(d))`` of every head, ``(B, h, H*W, H*W)``, rows summing to 1."""
+        check_input(self, x, self.channels)
+        q, k, _ = self._qkv(x)
+        return self.gate(q @ k.transpose(-2, -1) * self.head_dim**-0.5)  # (1): softmax(Q K^T / sqrt(d_k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x, self.channels)
+        q, k, v = self._qkv(x)
+        o = F.scaled_dot_product_attention(q, k, v)  # (1) per head, scale 1/sqrt(d): (B, h, N, d)
+        o = self.proj(rearrange(o, "b h n d -> b n (h d)"))  # Concat(head_1..head_h) W^O: (B, N, C)
+        return x + rearrange(o, "b (h w) c -> b c h w", h=x.shape[2])  # residual: x + MultiHead(T, T, T)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, heads={self.heads}, head_dim={self.head_dim}, bias={self.bias}, "
+            f"position={self.position!r}"
+        )

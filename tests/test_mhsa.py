@@ -1,0 +1,239 @@
+"""Multi-head self-attention on a feature map against eq. (1) of Vaswani et al. (NeurIPS 2017),
+``torch.nn.MultiheadAttention``, and DETR's 2-D sine position code (Carion et al., ECCV 2020)."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.export import Dim
+
+import attncourse
+from attncourse.cost import count_flops, count_parameters, peak_memory
+from attncourse.plot import capture_gates
+from attncourse.selfattn.mhsa import MultiHeadSelfAttention2d, sine_position_2d
+
+# ---------------------------------------------------------------- the naive derivation
+
+
+def naive_sine(h, w, c, temperature=10000.0):
+    """DETR's PositionEmbeddingSine (normalize=False), one position and one channel at a time: (H*W, C)."""
+    half = c // 2
+    p = torch.empty(h * w, c, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            for j in range(half):
+                omega = temperature ** (-2 * (j // 2) / half)
+                trig = math.sin if j % 2 == 0 else math.cos
+                p[y * w + x, j] = trig((y + 1) * omega)  # rows: the first C/2 channels
+                p[y * w + x, half + j] = trig((x + 1) * omega)  # columns: the last C/2
+    return p
+
+
+def naive_mhsa(x, wq, wk, wv, wo, bq, bk, bv, bo, heads, pos=None, scale=True):
+    """x + MultiHead(T, T, T), a loop over images, heads and queries; eq. (1) row by row."""
+    B, C, H, W = x.shape
+    d = C // heads
+    out = x.clone()
+    for b in range(B):
+        t = x[b].reshape(C, H * W).T  # tokens (N, C), row-major positions: (h w)
+        tqk = t if pos is None else t + pos  # DETR: the code goes into queries and keys, not values
+        heads_out = []
+        for i in range(heads):
+            sl = slice(i * d, (i + 1) * d)
+            q, k, v = tqk @ wq[sl].T + bq[sl], tqk @ wk[sl].T + bk[sl], t @ wv[sl].T + bv[sl]
+            rows = []
+            for n in range(H * W):  # one query at a time
+                logits = (k @ q[n]) / (math.sqrt(d) if scale else 1.0)  # q_n · k_m / sqrt(d)
+                a = torch.exp(logits - logits.max())
+                rows.append((a / a.sum()) @ v)  # softmax over the keys, then the weighted sum of values
+            heads_out.append(torch.stack(rows))
+        o = torch.cat(heads_out, dim=1) @ wo.T + bo  # Concat(heads) W^O
+        out[b] += o.T.reshape(C, H, W)
+    return out
+
+
+def _random(m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
+    return m
+
+
+def _weights(m):
+    c = m.channels
+    w, b = m.qkv.weight.detach(), m.qkv.bias.detach() if m.bias else torch.zeros(3 * c, dtype=torch.float64)
+    bo = m.proj.bias.detach() if m.bias else torch.zeros(c, dtype=torch.float64)
+    return w[:c], w[c : 2 * c], w[2 * c :], m.proj.weight.detach(), b[:c], b[c : 2 * c], b[2 * c :], bo
+
+
+# ---------------------------------------------------------------- equal to the derivation
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("position", [None, "sine"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_equals_the_naive_derivation(heads, position, bias):
+    m = _random(MultiHeadSelfAttention2d(8, heads=heads, bias=bias, position=position).double())
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    pos = None if position is None else naive_sine(3, 5, 8)
+    torch.testing.assert_close(m(x), naive_mhsa(x, *_weights(m), heads, pos))
+
+
+def test_the_naive_derivation_can_fail():
+    m = _random(MultiHeadSelfAttention2d(8, heads=2).double())
+    x = torch.randn(1, 8, 3, 4, dtype=torch.float64)
+    ref = naive_mhsa(x, *_weights(m), 2)
+    assert not torch.allclose(naive_mhsa(x, *_weights(m), 2, scale=False), ref)  # without 1/sqrt(d)
+    assert not torch.allclose(naive_mhsa(x, *_weights(m), 4), ref)  # wrong head split
+    assert not torch.allclose(naive_mhsa(x, *_weights(m), 2, pos=naive_sine(3, 4, 8)), ref)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_equals_torch_multihead_attention(bias):
+    c, heads = 16, 4
+    m = _random(MultiHeadSelfAttention2d(c, heads=heads, bias=bias).double())
+    ref = nn.MultiheadAttention(c, heads, bias=bias, batch_first=True).double()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(m.qkv.weight)
+        ref.out_proj.weight.copy_(m.proj.weight)
+        if bias:
+            ref.in_proj_bias.copy_(m.qkv.bias)
+            ref.out_proj.bias.copy_(m.proj.bias)
+    assert count_parameters(ref) == count_parameters(m)
+    x = torch.randn(2, c, 5, 3, dtype=torch.float64)
+    t = x.flatten(2).transpose(1, 2)  # b c h w -> b (h w) c
+    out, weights = ref(t, t, t, need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(m(x), x + out.transpose(1, 2).reshape_as(x))
+    torch.testing.assert_close(m.attention(x), weights)
+
+
+def test_attention_is_what_forward_applies():
+    m = _random(MultiHeadSelfAttention2d(16, heads=4, position="sine").double())
+    x = torch.randn(2, 16, 4, 7, dtype=torch.float64)
+    a = m.attention(x)
+    assert a.shape == (2, 4, 28, 28)
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 4, 28, dtype=torch.float64))
+    _, _, v = m._qkv(x)
+    o = (a @ v).transpose(1, 2).reshape(2, 28, 16)  # Concat(heads)
+    torch.testing.assert_close(m(x), x + m.proj(o).transpose(1, 2).reshape_as(x))
+    # the gate records what attention(x) returns; a plain forward (SDPA) passes no gate
+    assert capture_gates(m, x) == {}
+
+
+# ---------------------------------------------------------------- positions
+
+
+def test_without_positions_permuting_the_positions_permutes_the_output():
+    m = _random(MultiHeadSelfAttention2d(16, heads=4).double())
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    shuffle = lambda t: t.flatten(2)[:, :, perm].reshape_as(t)  # noqa: E731
+    torch.testing.assert_close(m(shuffle(x)), shuffle(m(x)))
+    a, a_perm = m.attention(x), m.attention(shuffle(x))
+    torch.testing.assert_close(a_perm, a[:, :, perm][:, :, :, perm])
+
+
+def test_with_positions_permuting_no_longer_permutes_the_output():
+    m = _random(MultiHeadSelfAttention2d(16, heads=4, position="sine").double())
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    shuffle = lambda t: t.flatten(2)[:, :, perm].reshape_as(t)  # noqa: E731
+    assert not torch.allclose(m(shuffle(x)), shuffle(m(x)))
+
+
+def test_sine_code_is_detr_s_and_size_independent():
+    for h, w, c in [(3, 5, 8), (4, 1, 12), (1, 1, 4)]:
+        torch.testing.assert_close(sine_position_2d(h, w, c, dtype=torch.float64), naive_sine(h, w, c))
+    big = sine_position_2d(7, 9, 16, dtype=torch.float64).reshape(7, 9, 16)
+    small = sine_position_2d(3, 4, 16, dtype=torch.float64).reshape(3, 4, 16)
+    torch.testing.assert_close(big[:3, :4], small)  # a position's code does not depend on H, W
+    # a shift by one row rotates each (sin, cos) pair of the row half by the same angle everywhere
+    p = big[..., :8].reshape(7, 9, 4, 2)
+    s1, c1 = p[1:, :, :, 0], p[1:, :, :, 1]
+    s0, c0 = p[:-1, :, :, 0], p[:-1, :, :, 1]
+    torch.testing.assert_close(s1 * c0 - c1 * s0, (s1 * c0 - c1 * s0)[:1, :1].expand_as(s1))
+
+
+# ---------------------------------------------------------------- the plug-in
+
+
+def test_identity_at_initialisation_and_learns():
+    m = attncourse.create("mhsa", 64)
+    x = torch.randn(2, 64, 6, 5, requires_grad=True)
+    y = m(x)
+    assert torch.equal(y, x)
+    y.square().sum().backward()
+    assert m.proj.weight.grad.abs().sum() > 0  # W^O gets a gradient at once
+    assert torch.equal(MultiHeadSelfAttention2d(16, heads=2, position="sine")(x[:, :16]), x[:, :16])
+
+
+@pytest.mark.parametrize("c, heads", [(64, 8), (32, 4), (128, 8), (256, 1)])
+def test_parameter_count(c, heads):
+    assert count_parameters(MultiHeadSelfAttention2d(c, heads=heads)) == 4 * c * c + 4 * c
+    assert count_parameters(MultiHeadSelfAttention2d(c, heads=heads, bias=False)) == 4 * c * c
+    assert count_parameters(MultiHeadSelfAttention2d(c, heads=heads, position="sine")) == 4 * c * c + 4 * c
+
+
+def test_flops_count_the_projections_and_not_sdpa_on_cpu():
+    c, h, w = 64, 7, 5
+    n = h * w
+    m = attncourse.create("mhsa", c)
+    x = torch.randn(2, c, h, w)
+    # FlopCounterMode has no formula for SDPA's CPU kernel: only 4 N C² multiply-adds per image count
+    assert count_flops(m, x) == 2 * 2 * 4 * n * c * c
+
+
+def test_sdpa_never_holds_the_n_by_n_matrix():
+    m = _random(MultiHeadSelfAttention2d(16, heads=2))
+    x = torch.randn(1, 16, 20, 20)
+    n = 400
+    assert peak_memory(lambda: m(x)) < 2 * n * n * 4  # the weights of both heads would be 2 N² floats
+    assert peak_memory(lambda: m.attention(x)) >= 2 * n * n * 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(heads=3), ["MultiHeadSelfAttention2d", "channels=64", "heads=3"]),
+        (dict(heads=0), ["MultiHeadSelfAttention2d", "heads"]),
+        (dict(heads=2.0), ["MultiHeadSelfAttention2d", "heads"]),
+        (dict(position="learned"), ["MultiHeadSelfAttention2d", "position"]),
+        (dict(bias="yes"), ["MultiHeadSelfAttention2d", "bias"]),
+    ],
+)
+def test_impossible_hyperparameters(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        MultiHeadSelfAttention2d(64, **kwargs)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_sine_needs_channels_divisible_by_four():
+    with pytest.raises(ValueError, match="MultiHeadSelfAttention2d.*divisible by 4"):
+        MultiHeadSelfAttention2d(6, heads=2, position="sine")
+
+
+def test_one_position_and_one_channel_per_head():
+    m = _random(MultiHeadSelfAttention2d(4, heads=4, position="sine").double())
+    x = torch.randn(1, 4, 1, 1, dtype=torch.float64)
+    assert torch.equal(m.attention(x), torch.ones(1, 4, 1, 1, dtype=torch.float64))
+    assert m(x).shape == x.shape
+
+
+@pytest.mark.parametrize("position", [None, "sine"])
+def test_gradcheck(position):
+    m = _random(MultiHeadSelfAttention2d(4, heads=2, position=position).double())
+    x = torch.randn(1, 4, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,))
+
+
+def test_export_with_sine_keeps_h_and_w_dynamic():
+    m = _random(MultiHeadSelfAttention2d(16, heads=2, position="sine")).eval()
+    x = torch.randn(2, 16, 6, 5)
+    dims = {0: Dim("B", min=1, max=64), 2: Dim("H", min=1, max=256), 3: Dim("W", min=1, max=256)}
+    ep = torch.export.export(m, (x,), dynamic_shapes=({k: v for k, v in dims.items()},))
+    for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
+        y = torch.randn(shape)
+        torch.testing.assert_close(ep.module()(y), m(y))
