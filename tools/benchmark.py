@@ -425,7 +425,7 @@ class NonLocalRef(nn.Module):
 def _nonlocal(m):
     _require(m, pairwise="embedded_gaussian")
     ref = NonLocalRef(m.channels, m.inner, m.subsample, m.logit_scale)
-    ref.load_state_dict(m.state_dict())
+    _copy(ref, m)
     return ref
 
 

@@ -1,3 +1,239 @@
-"""Work in progress (Part III)."""
+"""The non-local block (Wang, Girshick, Gupta, He, CVPR 2018). Chapter: ``chapters/selfattn/nonlocal.md``.
 
-__all__: list[str] = []
+The file is ``nonlocal_.py`` because ``nonlocal`` is a Python keyword.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .._checks import check_channels, check_choice, check_input, check_positive_int
+from .._registry import register
+from ..layers import Gate
+
+__all__ = ["NonLocalBlock", "HalfMaxPool", "PAIRWISE"]
+
+#: The four pairwise functions f of the paper's section 3.2, eqs. (2)-(5).
+PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
+#: The two forms normalised by C(x) = Σ_j f (a softmax over the keys j).
+SOFTMAX_FORMS = ("embedded_gaussian", "gaussian")
+
+
+class OverKeys(nn.Module):
+    """C(x) = N for the dot product (eq. 4) and the concatenation (eq. 5): ``f / N_keys``.
+
+    With ``relu=True`` first f = ReLU(logits) (the concatenation's f). The division by the
+    number of keys is the whole normalisation: the rows do not sum to 1.
+    """
+
+    def __init__(self, *, relu: bool = False) -> None:
+        super().__init__()
+        self.relu = bool(relu)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        f = F.relu(logits) if self.relu else logits
+        return f / logits.shape[-1]  # 1/C(x) with C(x) = N, the number of positions j summed over
+
+    def extra_repr(self) -> str:
+        return f"relu={self.relu}"
+
+
+class HalfMaxPool(nn.Module):
+    """2×2 max-pool with stride 2 that keeps a last odd row or column (``ceil_mode``), for any H, W ≥ 1.
+
+    Written as a pad of one row and one column of -inf, then a plain 2×2 max-pool: the same values
+    as ``nn.MaxPool2d(2, 2, ceil_mode=True)`` (a -inf is never a window's maximum, every window
+    holds a real value), without ``ceil_mode``'s size rule, which ``torch.export`` cannot prove
+    for symbolic sizes. ⌈H/2⌉ × ⌈W/2⌉ positions come out.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.pad(x, (0, 1, 0, 1), value=float("-inf")), 2, 2)
+
+
+@register("nonlocal")
+class NonLocalBlock(nn.Module):
+    r"""The non-local block: every position adds a weighted sum of (projected) features from all positions.
+
+    Paper: X. Wang, R. Girshick, A. Gupta, K. He, "Non-local Neural Networks", CVPR 2018,
+    arXiv:1711.07971. Official code (Caffe2): github.com/facebookresearch/video-nonlocal-net,
+    ``lib/models/nonlocal_helper.py`` (defaults in ``lib/core/config.py``).
+
+    Equations (numbered as we read them in arXiv:1711.07971v3, the CVPR version; the copies we
+    could consult did not show the numbers, so the numbering is not re-checked), x_i ∈ R^C the
+    feature at position i, j running over all positions (or, with sub-sampling, over the
+    max-pooled positions x̂_j)::
+
+        (1) y_i = 1/C(x) Σ_j f(x_i, x_j) g(x_j),          g(x_j) = W_g x_j
+        (2) Gaussian:           f = exp(x_iᵀ x_j),                     C(x) = Σ_j f
+        (3) embedded Gaussian:  f = exp(θ(x_i)ᵀ φ(x_j)),               C(x) = Σ_j f
+            θ(x_i) = W_θ x_i, φ(x_j) = W_φ x_j, so y = softmax(xᵀ W_θᵀ W_φ x) g(x): self-attention
+        (4) dot product:        f = θ(x_i)ᵀ φ(x_j),                    C(x) = N
+        (5) concatenation:      f = ReLU(w_fᵀ [θ(x_i), φ(x_j)]),       C(x) = N
+        (6) z_i = W_z y_i + x_i
+
+    W_θ, W_φ, W_g are 1×1 convolutions from C to C/2 channels (with biases, as the official
+    code), W_z a 1×1 convolution back to C, each written as an ``nn.Linear`` on the tokens
+    (the same map at every position; a weight (d, C) where a Conv2d holds (d, C, 1, 1)): one
+    contiguous copy of the tokens feeds the projections, whose outputs are then ready for
+    ``scaled_dot_product_attention`` without further copies. W_z is followed by a batch norm
+    whose weight starts at 0 (the official ``BN_INIT_GAMMA = 0``): the branch starts at exactly
+    0, so the block starts as the identity (z = x) in training and in eval mode. N is the number of positions summed over
+    (H W, or the number of pooled positions with sub-sampling, as the official code divides).
+
+    The softmax forms (2), (3) run through ``F.scaled_dot_product_attention`` (it never builds
+    the N × N weights); the ``gate`` (a ``Gate(nn.Softmax(dim=-1))``, or ``OverKeys`` for (4),
+    (5)) is then used by :meth:`attention`, which returns exactly the weights forward applies.
+    The forms (4), (5) pass their weights through the gate in forward.
+
+    Args:
+        channels: C.
+        pairwise: f: ``"embedded_gaussian"`` (3, the default, as the paper's experiments),
+            ``"gaussian"`` (2: no θ, φ; f compares the raw features), ``"dot_product"`` (4) or
+            ``"concatenation"`` (5; w_f ∈ R^{2d} without bias, as the paper writes it).
+        reduction: the inner width is ``channels // reduction`` (the paper's C/2: 2).
+        subsample: the paper's sub-sampling trick, y_i = 1/C(x̂) Σ_j f(x_i, x̂_j) g(x̂_j): a 2×2
+            max-pool with stride 2 gives the keys and values 4× fewer positions. As the official
+            code, the pool acts on x before φ and g (the paper's text puts it after φ and g; for
+            1×1 convolutions the two differ). Odd sizes: the pool keeps a last odd row or
+            column on its own (as ``ceil_mode``: ``HalfMaxPool``), so N_keys = ⌈H/2⌉·⌈W/2⌉ and
+            a 1×1 map keeps its one position. On even sizes (the official code's 14×14 and
+            28×28 maps) this and the official pool agree. ``torch.export`` with sub-sampling
+            and dynamic H, W needs ``Dim(min=3)`` for them: it cannot prove that a pooled size
+            of 1 is safe (the default, without sub-sampling, exports for any H, W ≥ 1).
+        scale: multiply the logits by d^-1/2 before the softmax, d the length of the compared
+            vectors (C/2 for the embedded Gaussian, C for the Gaussian): the official code's
+            ``USE_SCALE = True`` (``dim_inner ** -0.5``), not in the paper's eq. (3). Only for
+            the softmax forms; eqs. (4), (5) have no softmax to temper. Default ``False``.
+
+    Shapes: input ``(B, C, H, W)`` → output ``(B, C, H, W)``, any H, W ≥ 1.
+    ``attention(x)``: ``(B, 1, H*W, N_keys)``, queries in ``(h w)`` order, N_keys = H W, or
+    ⌈H/2⌉·⌈W/2⌉ with sub-sampling (keys in ``(h w)`` order of the pooled map).
+
+    Parameters (d = C // reduction): embedded Gaussian and dot product ``3(C d + d) + (d C + C)
+    + 2C`` (= 2C² + 4.5C at d = C/2); Gaussian ``(C d + d) + (d C + C) + 2C`` (no θ, φ);
+    concatenation adds w_f's ``2d``.
+
+    Differences from the paper and the official code: the official code is a 3-D (space-time)
+    block; this is its 2-D form (T = 1), as the paper's COCO experiments use it. Weights are
+    initialised as the official code (normal, std 0.01; biases 0); the batch norm keeps
+    PyTorch's eps 1e-5 and momentum 0.1 (Caffe2's momentum 0.9 is the same update). In
+    training mode the batch norm needs more than one value per channel: batch size × H × W = 1
+    is refused with a ValueError.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        pairwise: str = "embedded_gaussian",
+        reduction: int = 2,
+        subsample: bool = False,
+        scale: bool = False,
+    ) -> None:
+        super().__init__()
+        self.channels = check_channels(self, channels)
+        check_choice(self, "pairwise", pairwise, PAIRWISE)
+        self.reduction = check_positive_int(self, "reduction", reduction)
+        check_choice(self, "subsample", subsample, (True, False))
+        check_choice(self, "scale", scale, (True, False))
+        self.inner = channels // self.reduction
+        if self.inner < 1:
+            raise ValueError(
+                f"NonLocalBlock expected reduction <= channels so that the inner width channels // reduction "
+                f"is at least 1, got channels={channels}, reduction={reduction}"
+            )
+        if scale and pairwise not in SOFTMAX_FORMS:
+            raise ValueError(
+                f"NonLocalBlock: scale=True (the official code's d^-1/2 before the softmax) applies to the softmax "
+                f"forms {list(SOFTMAX_FORMS)}, got pairwise={pairwise!r}"
+            )
+        self.pairwise = pairwise
+        self.subsample = bool(subsample)
+        self.use_scale = bool(scale)
+        c, d = self.channels, self.inner
+        embedded = pairwise != "gaussian"
+        # The 1×1 convolutions of the paper act on each position's vector: nn.Linear on tokens.
+        self.theta = nn.Linear(c, d) if embedded else None  # W_θ
+        self.phi = nn.Linear(c, d) if embedded else None  # W_φ
+        self.g = nn.Linear(c, d)  # W_g
+        # w_f = [w_θ; w_φ] ∈ R^{2d} of eq. (5), no bias (the paper writes none)
+        self.w_f = nn.Parameter(torch.empty(2 * d)) if pairwise == "concatenation" else None
+        self.pool = HalfMaxPool() if self.subsample else nn.Identity()  # x -> x̂
+        if pairwise in SOFTMAX_FORMS:
+            self.gate = Gate(nn.Softmax(dim=-1), kind="attention")  # f / Σ_j f
+        else:
+            self.gate = Gate(OverKeys(relu=pairwise == "concatenation"), kind="attention")  # f / N
+        self.w_z = nn.Linear(d, c)  # W_z
+        self.bn = nn.BatchNorm2d(c)
+        #: the factor on the logits: d^-1/2 with scale=True, else 1 (the paper)
+        self.logit_scale = (d if embedded else c) ** -0.5 if self.use_scale else 1.0
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialisation: convolutions (and w_f) normal with std 0.01, biases 0; BN weight 0."""
+        for proj in (self.theta, self.phi, self.g, self.w_z):
+            if proj is not None:
+                nn.init.normal_(proj.weight, std=0.01)
+                nn.init.zeros_(proj.bias)
+        if self.w_f is not None:
+            nn.init.normal_(self.w_f, std=0.01)
+        nn.init.zeros_(self.bn.weight)  # the block starts as the identity
+        nn.init.zeros_(self.bn.bias)
+
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries θ(x_i) (B, N, ·), keys φ(x̂_j) (B, M, ·) and values g(x̂_j) (B, M, d).
+
+        The tokens are made contiguous once, before the projections: the projections' outputs
+        then are too, which ``scaled_dot_product_attention`` needs for its fused kernel.
+        """
+        t = rearrange(x, "b c h w -> b (h w) c").contiguous()  # x_i, i in (h w) order
+        ts = rearrange(self.pool(x), "b c h w -> b (h w) c").contiguous() if self.subsample else t  # x̂_j
+        if self.theta is None:  # Gaussian (2): f compares x_i and x̂_j themselves
+            return t, ts, self.g(ts)
+        return self.theta(t), self.phi(ts), self.g(ts)  # θ(x_i), φ(x̂_j), g(x̂_j)
+
+    def _logits(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """(B, N, M): θ(x_i)ᵀφ(x̂_j) (times the scale), or w_fᵀ[θ(x_i), φ(x̂_j)] for (5)."""
+        if self.w_f is not None:  # (5): w_fᵀ[θ_i; φ_j] = w_θᵀθ_i + w_φᵀφ_j, broadcast over (i, j)
+            w_theta, w_phi = self.w_f[: self.inner], self.w_f[self.inner :]
+            return q @ rearrange(w_theta, "d -> d 1") + rearrange(k @ rearrange(w_phi, "d -> d 1"), "b m 1 -> b 1 m")
+        return (q @ k.transpose(1, 2)) * self.logit_scale  # (2), (3), (4): the dot products
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_input(self, x, self.channels)
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            raise ValueError(
+                f"NonLocalBlock in training mode needs more than one value per channel for the batch norm after "
+                f"W_z: batch size x H x W must be > 1, got input of shape {tuple(x.shape)} (use a larger batch, "
+                f"or eval mode)"
+            )
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights f(x_i, x̂_j) / C(x) that forward applies: ``(B, 1, H*W, N_keys)``, queries in (h w) order.
+
+        Rows sum to 1 for the softmax forms (2), (3); for (4), (5) they are f / N.
+        """
+        self._check(x)
+        q, k, _ = self._tokens(x)
+        return rearrange(self.gate(self._logits(q, k)), "b n m -> b 1 n m")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        q, k, v = self._tokens(x)
+        if self.pairwise in SOFTMAX_FORMS:  # (1) with (2)/(3): softmax(θφᵀ) g, fused
+            y = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=self.logit_scale)
+            y = y.squeeze(1)
+        else:  # (1) with (4)/(5): (f / N) g
+            y = self.gate(self._logits(q, k)) @ v
+        wy = rearrange(self.w_z(y), "b (h w) c -> b c h w", h=x.shape[2])  # W_z y_i, back on the grid
+        return x + self.bn(wy)  # (6) z = W_z y + x, W_z followed by BN (weight 0 at start)
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, pairwise={self.pairwise!r}, reduction={self.reduction}, inner={self.inner}, "
+            f"subsample={self.subsample}, scale={self.use_scale}"
+        )
