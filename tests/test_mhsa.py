@@ -237,3 +237,21 @@ def test_export_with_sine_keeps_h_and_w_dynamic():
     for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
         y = torch.randn(shape)
         torch.testing.assert_close(ep.module()(y), m(y))
+
+
+def test_onnx_with_sine_keeps_h_and_w_dynamic(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    import warnings
+
+    m = _random(MultiHeadSelfAttention2d(16, heads=2, position="sine")).eval()
+    x = torch.randn(2, 16, 6, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(m, (x,), dynamo=True, verbose=False,
+                                 dynamic_shapes=({0: Dim("B"), 2: Dim("H"), 3: Dim("W")},))
+    prog.save(str(tmp_path / "mhsa_sine.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "mhsa_sine.onnx"))
+    for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
+        y = torch.randn(shape)
+        out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
