@@ -110,7 +110,8 @@ class PositionAttention(nn.Module):
 class ChannelAttention(nn.Module):
     r"""DANet's channel attention module (CAM): every channel is a weighted sum of all channels.
 
-    Paper and code as :class:`PositionAttention` (official ``CAM_Module``). Equations (numbered in
+    Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019, arXiv:1809.02983
+    (see :class:`PositionAttention`); official code ``CAM_Module``. Equations (numbered in
     their order in the paper, not re-checked against the PDF), A ∈ R^{C×H×W} reshaped to C × N::
 
         (3) x_ji = exp(A_i · A_j) / Σ_i exp(A_i · A_j)          X ∈ R^{C×C}, rows j sum to 1
@@ -180,7 +181,9 @@ class ChannelAttention(nn.Module):
 class DualAttention(nn.Module):
     r"""DANet's dual attention as a plug-in: position and channel attention on the same map, summed.
 
-    Paper and code as :class:`PositionAttention`. With P and Q the aggregations of eqs. (2) and (4)
+    Paper: Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019, arXiv:1809.02983
+    (see :class:`PositionAttention`); official head ``DANetHead`` in ``encoding/models/sseg/danet.py``.
+    With P and Q the aggregations of eqs. (2) and (4)
     before their scales (P_j = Σ_i s_ji D_i, Q_j = Σ_i x_ji A_i), this module computes::
 
         E = A + α P(A) + β Q(A) = PAM(A) + CAM(A) - A
