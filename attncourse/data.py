@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from einops import reduce
 
-__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "digits"]
+__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "same_shapes", "SHAPES", "digits"]
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,81 @@ def cue_ranked_first(maps: torch.Tensor, clean: torch.Tensor, *, bar: int = 4) -
                          "got images where the cue's cell holds no bar")
     ranked = cells(maps).masked_fill(~has_bar, -float("inf"))  # compare the bar cells only
     return (ranked.argmax(1) == cue_cell).double().mean().item()
+
+
+#: The 3 × 3 shapes of :func:`same_shapes`, by name. Each has five lit pixels, so that no shape
+#: can be told from another by its brightness alone.
+SHAPES: dict[str, torch.Tensor] = {
+    "plus": torch.tensor([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=torch.float32),
+    "cross": torch.tensor([[1, 0, 1], [0, 1, 0], [1, 0, 1]], dtype=torch.float32),
+    "corner": torch.tensor([[1, 1, 1], [1, 0, 0], [1, 0, 0]], dtype=torch.float32),
+    "tee": torch.tensor([[1, 1, 1], [0, 1, 0], [0, 1, 0]], dtype=torch.float32),
+}
+
+
+def same_shapes(
+    n_train: int = 2000,
+    n_test: int = 1000,
+    *,
+    size: int = 12,
+    min_distance: int = 8,
+    noise: float = 0.3,
+    kinds: int = 2,
+    colours: bool = False,
+    seed: int = 0,
+    return_positions: bool = False,
+) -> Split | tuple[Split, torch.Tensor]:
+    """A task that needs long-range context: are the two shapes in the image the same shape?
+
+    Each image holds two 3 × 3 shapes of the first ``kinds`` of :data:`SHAPES` (half of the
+    images two of the same shape, half two different ones), at random places whose top-left
+    corners are at least ``min_distance`` pixels apart along rows or columns (Chebyshev
+    distance), in channel 0 (or, with ``colours``, each in one of the two channels at random, a
+    colour that does not matter for the label), plus Gaussian noise (``noise``) on both
+    channels. The label is 1 when the shapes are the same.
+
+    With the defaults (12 × 12, ``min_distance=8``) the two shapes span at least 11 pixels, more
+    than Part III's network sees with its convolutions alone (``TinyNet`` with widths
+    (16, 32, 32) and a 2 × 2 pool after the second block: a receptive field of 10 × 10), and
+    its global average pooling only says which shapes are present, not whether there are two of
+    one kind (two kinds: "same" is "the plus detector fired 0 or 2 times", not a linear function
+    of what pooling returns). A module that lets every position look at every other can compare
+    the two shapes; one that gates with pooled statistics (SE) could compute the non-linearity
+    after its own pooling. ``experiments.protocol("selfattn")`` measures which happens.
+
+    With ``return_positions`` also returns the ``(N, 2, 2)`` top-left corners (row, column) of
+    the two shapes of every image (train then test), for pictures of where attention looks.
+    """
+    if size < 3 or min_distance > size - 3:
+        raise ValueError(f"same_shapes expected size >= 3 and min_distance <= size - 3, got size={size}, "
+                         f"min_distance={min_distance}")
+    gen = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    if not 2 <= kinds <= len(SHAPES):
+        raise ValueError(f"same_shapes expected kinds between 2 and {len(SHAPES)}, got {kinds}")
+    shapes = torch.stack(list(SHAPES.values())[:kinds])  # (S, 3, 3)
+    k = len(shapes)
+    x = torch.randn(n, 2, size, size, generator=gen) * noise
+    y = torch.randint(0, 2, (n,), generator=gen)
+    first = torch.randint(0, k, (n,), generator=gen)
+    other = (first + torch.randint(1, k, (n,), generator=gen)) % k  # a different shape, uniformly
+    second = torch.where(y == 1, first, other)
+    colours = torch.randint(0, 2, (n, 2), generator=gen) if colours else torch.zeros(n, 2, dtype=torch.long)
+    corners = torch.empty(n, 2, 2, dtype=torch.long)
+    for i in range(n):
+        while True:  # rejection sampling of two far-apart places
+            p = torch.randint(0, size - 2, (2, 2), generator=gen)
+            if int((p[0] - p[1]).abs().max()) >= min_distance:
+                break
+        corners[i] = p
+        for j, s in enumerate((int(first[i]), int(second[i]))):
+            r, c = int(p[j, 0]), int(p[j, 1])
+            x[i, int(colours[i, j]), r : r + 3, c : c + 3] += shapes[s]
+    split = Split(
+        x[:n_train], y[:n_train], x[n_train:], y[n_train:], 2,
+        f"same_shapes: are two far-apart 3x3 shapes the same?, {size}x{size}, seed {seed}",
+    )
+    return (split, corners) if return_positions else split
 
 
 def digits(*, test_fraction: float = 0.3, seed: int = 0) -> Split:

@@ -13,6 +13,7 @@ Re-run a part (about 2 to 6 minutes each on 2 cores)::
 
     python -m attncourse.experiments channel --seeds 0 1 2 3 4
     python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
+    python -m attncourse.experiments selfattn --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .data import Split, context_bars, cued_bars
+from .data import Split, context_bars, cued_bars, same_shapes
 from .channel.se_variants import SEVariant
 from .hybrid.scse import ChannelSE, SpatialSE
 from .nets import TinyNet
@@ -57,10 +58,12 @@ class Protocol:
     epochs: int = 10
     lr: float = 1e-2
     batch_size: int = 64
+    network_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def data(self) -> Split:
         """The task's data (procedural, seeded)."""
-        return {"context_bars": context_bars, "cued_bars": cued_bars}[self.task](**self.task_kwargs)
+        tasks = {"context_bars": context_bars, "cued_bars": cued_bars, "same_shapes": same_shapes}
+        return tasks[self.task](**self.task_kwargs)
 
     def network(self, variant: str) -> Callable[[], nn.Module]:
         """A factory for the TinyNet of ``variant``, as ``fit`` and ``compare`` take it."""
@@ -68,7 +71,8 @@ class Protocol:
             raise ValueError(f"Protocol {self.name!r} expected a variant in {sorted(self.variants)}, got {variant!r}")
         attn, kwargs = self.variants[variant]
         in_channels, classes = 2, 2
-        return lambda: TinyNet(in_channels, classes, widths=self.widths, attn=_CLASSES.get(attn, attn), attn_kwargs=kwargs)
+        return lambda: TinyNet(in_channels, classes, widths=self.widths, attn=_CLASSES.get(attn, attn),
+                               attn_kwargs=kwargs, **self.network_kwargs)
 
     def fit_kwargs(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size}
@@ -79,6 +83,7 @@ class Protocol:
             "name": self.name, "task": self.task, "task_kwargs": self.task_kwargs,
             "variants": {k: [a, kw] for k, (a, kw) in self.variants.items()},
             "widths": list(self.widths), **self.fit_kwargs(),
+            **({"network_kwargs": self.network_kwargs} if self.network_kwargs else {}),
         }
 
 
@@ -120,11 +125,30 @@ PROTOCOLS: dict[str, Protocol] = {
             "Coordinate": ("coord", {}),
         },
     ),
+    # Part III: attention over all positions, in the middle block at full resolution (12 x 12,
+    # 144 tokens), followed by a pool and one more block; see data.same_shapes.
+    "selfattn": Protocol(
+        name="selfattn",
+        task="same_shapes",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0},
+        variants={
+            "baseline": (None, {}),
+            "SE (r=4)": ("se", {"reduction": 4}),
+            "CBAM (r=4)": ("cbam", {"reduction": 4}),
+            "MHSA": ("mhsa", {}),
+            "Non-local": ("nonlocal", {}),
+            "GC": ("gc", {}),
+            "DANet": ("danet", {}),
+            "CCNet": ("ccnet", {}),
+        },
+        widths=(16, 32, 32),
+        network_kwargs={"pool_every": 2, "attn_blocks": [1]},
+    ),
 }
 
 
 def protocol(name: str) -> Protocol:
-    """The protocol of a part: ``"channel"`` (Part I) or ``"hybrid"`` (Part II)."""
+    """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` (Part II) or ``"selfattn"`` (Part III)."""
     if name not in PROTOCOLS:
         raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]

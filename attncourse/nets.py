@@ -61,6 +61,9 @@ class TinyNet(nn.Module):
             (for variants built in a chapter), or ``None`` for the baseline.
         attn_kwargs: keyword arguments for the mechanism (e.g. ``{"reduction": 4}``).
         pool_every: insert a 2×2 max-pool after every this many blocks (0: never).
+        attn_blocks: the indices of the blocks that get the attention module (``None``: every
+            block). Attention over all positions costs N² per image, so Part III puts it only
+            in the last block, on a pooled map, as the papers put non-local blocks in later stages.
     """
 
     def __init__(
@@ -72,14 +75,19 @@ class TinyNet(nn.Module):
         attn: Attn = None,
         attn_kwargs: dict[str, Any] | None = None,
         pool_every: int = 0,
+        attn_blocks: Sequence[int] | None = None,
     ):
         super().__init__()
         self.in_channels = check_positive_int(self, "in_channels", in_channels)
         check_positive_int(self, "num_classes", num_classes)
+        if attn_blocks is not None and not all(isinstance(i, int) and -len(widths) <= i < len(widths) for i in attn_blocks):
+            raise ValueError(f"TinyNet expected attn_blocks to index its {len(widths)} blocks, got {attn_blocks!r}")
+        chosen = None if attn_blocks is None else {i % len(widths) for i in attn_blocks}
         layers: list[nn.Module] = []
         c = in_channels
         for i, w in enumerate(widths):
-            layers.append(ConvBlock(c, w, attn, attn_kwargs))
+            here = chosen is None or i in chosen
+            layers.append(ConvBlock(c, w, attn if here else None, attn_kwargs if here else None))
             if pool_every and (i + 1) % pool_every == 0 and i + 1 < len(widths):
                 layers.append(nn.MaxPool2d(2))
             c = w

@@ -175,3 +175,38 @@ def test_peak_memory_sees_the_n_by_n_matrix_and_nothing_held_before():
     assert peak_memory(lambda: q.sum()) == 4  # one float32 scalar; q itself is not counted
     y = torch.randn(1000)
     assert peak_memory(lambda: y.view(10, 100).t()) == 0  # views of existing memory cost nothing
+
+
+def test_same_shapes_places_two_far_apart_shapes_and_labels_same_or_not():
+    from attncourse.data import SHAPES, same_shapes
+
+    split, corners = same_shapes(60, 40, noise=0.0, seed=3, return_positions=True)
+    x = torch.cat([split.x_train, split.x_test])
+    y = torch.cat([split.y_train, split.y_test])
+    assert x.shape == (100, 2, 12, 12) and corners.shape == (100, 2, 2)
+    assert 0.3 < y.float().mean() < 0.7
+    assert ((corners[:, 0] - corners[:, 1]).abs().amax(1) >= 8).all()  # far apart
+    assert (x[:, 1] == 0).all()  # no colours by default: the shapes are in channel 0
+    kinds = list(SHAPES.values())[:2]
+    for i in range(100):
+        found = []
+        for r, c in corners[i].tolist():
+            patch = x[i, 0, r : r + 3, c : c + 3]
+            found.append([k for k, s in enumerate(kinds) if torch.equal(patch, s)])
+        assert all(len(f) == 1 for f in found), f"image {i}: a shape is not one of the kinds"
+        assert int(y[i]) == int(found[0] == found[1])
+    assert x[:, 0].sum().item() == 100 * 2 * 5  # exactly two five-pixel shapes, nothing else
+    again = same_shapes(60, 40, noise=0.0, seed=3)
+    assert torch.equal(again.x_train, split.x_train)
+    with pytest.raises(ValueError, match="same_shapes"):
+        same_shapes(10, 10, size=8, min_distance=8)
+
+
+def test_tinynet_puts_attention_only_in_the_chosen_blocks():
+    net = TinyNet(2, 2, widths=(16, 32, 32), attn="se", pool_every=2, attn_blocks=[1])
+    blocks = [m for m in net.features if hasattr(m, "attn")]
+    assert [type(b.attn).__name__ for b in blocks] == ["Identity", "SqueezeExcite", "Identity"]
+    assert isinstance(net.features[2], nn.MaxPool2d)  # the pool after the second block
+    assert net(torch.randn(2, 2, 12, 12)).shape == (2, 2)
+    with pytest.raises(ValueError, match="TinyNet.*attn_blocks"):
+        TinyNet(2, 2, widths=(16, 32), attn="se", attn_blocks=[2])
