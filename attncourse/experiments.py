@@ -36,7 +36,7 @@ from .hybrid.scse import ChannelSE, SpatialSE
 from .nets import TinyNet
 from .train import Comparison, History, compare
 
-__all__ = ["Protocol", "PROTOCOLS", "Stored", "protocol", "run", "save", "load", "results_path"]
+__all__ = ["Protocol", "PROTOCOLS", "Stored", "protocol", "run", "save", "load", "load_model", "results_path", "models_path"]
 
 # Modules that are not registered under a name of their own, by the name the protocols use.
 _CLASSES: dict[str, Callable[..., nn.Module]] = {"cse": ChannelSE, "sse": SpatialSE, "se-variant": SEVariant}
@@ -155,11 +155,13 @@ def protocol(name: str) -> Protocol:
 
 
 def run(name: str, seeds: Sequence[int] = (0, 1, 2, 3, 4), variants: Sequence[str] | None = None,
-        progress: bool = True) -> Comparison:
-    """Train the protocol's variants (all, or those named) with every seed."""
+        progress: bool = True, keep_models: bool = False) -> Comparison:
+    """Train the protocol's variants (all, or those named) with every seed (``keep_models``: keep
+    the trained networks in ``Comparison.models``, for :func:`save` to store the first seed's)."""
     p = protocol(name)
     chosen = list(p.variants) if variants is None else list(variants)
-    return compare({v: p.network(v) for v in chosen}, p.data(), seeds=seeds, progress=progress, **p.fit_kwargs())
+    return compare({v: p.network(v) for v in chosen}, p.data(), seeds=seeds, progress=progress,
+                   keep_models=keep_models, **p.fit_kwargs())
 
 
 def results_path(name: str) -> Path:
@@ -167,9 +169,22 @@ def results_path(name: str) -> Path:
     return Path(str(resources.files("attncourse") / "results" / f"{name}.json"))
 
 
+def models_path(name: str) -> Path:
+    """Where the package stores the trained networks (first seed) of protocol ``name``."""
+    return results_path(name).with_suffix(".models.pt")
+
+
 def save(result: Comparison, name: str, path: str | Path | None = None) -> Path:
-    """Write ``result`` of protocol ``name`` as JSON, with the protocol and the machine it ran on."""
+    """Write ``result`` of protocol ``name`` as JSON, with the protocol and the machine it ran on.
+
+    If ``result`` kept its models (``run(..., keep_models=True)``), the first seed's trained
+    weights are written beside it (``<name>.models.pt``), for :func:`load_model`: pictures of
+    what the networks learned, without training them again in a chapter.
+    """
     path = Path(path) if path is not None else results_path(name)
+    if result.models:
+        weights = {v: {k: t.detach().clone() for k, t in ms[0].state_dict().items()} for v, ms in result.models.items()}
+        torch.save({"seed": result.seeds[0], "weights": weights}, path.with_suffix(".models.pt"))
     doc = {
         "protocol": protocol(name).describe(),
         "seeds": result.seeds,
@@ -217,13 +232,37 @@ def load(name: str, path: str | Path | None = None, *, check: bool = True) -> St
     return Stored(result, doc["protocol"], doc.get("machine", {}))
 
 
+def load_model(name: str, variant: str, path: str | Path | None = None) -> nn.Module:
+    """The stored network of ``variant`` in protocol ``name``, trained with the first seed, in eval mode.
+
+    Raises ``ValueError`` if nothing is stored for it, or if the stored weights no longer fit the
+    current code (then re-run the protocol).
+    """
+    path = Path(path) if path is not None else models_path(name)
+    if not path.exists():
+        raise ValueError(f"experiments.load_model expected stored networks in {path}: "
+                         f"run `python -m attncourse.experiments {name}`")
+    doc = torch.load(path, map_location="cpu", weights_only=True)
+    if variant not in doc["weights"]:
+        raise ValueError(f"experiments.load_model expected a variant in {sorted(doc['weights'])}, got {variant!r}")
+    model = protocol(name).network(variant)()
+    try:
+        model.load_state_dict(doc["weights"][variant])
+    except RuntimeError as err:
+        raise ValueError(f"experiments.load_model: the stored {variant!r} network does not fit the current code "
+                         f"({str(err).splitlines()[0]}): re-run `python -m attncourse.experiments {name}`") from err
+    return model.eval()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m attncourse.experiments", description=__doc__.split("\n")[0])
     parser.add_argument("name", choices=sorted(PROTOCOLS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=None, help="default: the package's results folder")
+    parser.add_argument("--keep-models", action="store_true",
+                        help="also store the first seed's trained networks (<name>.models.pt), for load_model")
     args = parser.parse_args(argv)
-    result = run(args.name, args.seeds)
+    result = run(args.name, args.seeds, keep_models=args.keep_models)
     print(result.table())
     print("written to", save(result, args.name, args.out))
 

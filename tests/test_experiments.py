@@ -102,3 +102,27 @@ def test_numbers_quoted_in_the_chapters_are_the_stored_ones():
         assert abs(mean - accs.mean()) <= 0.0051 and abs(sd - accs.std(ddof=1)) <= 0.0051, (page, variant, mean_sd)
         checked += 1
     assert checked >= 12, f"only {checked} quoted rows found"
+
+
+def test_stored_networks_round_trip_and_stale_ones_are_refused(tmp_path):
+    import torch
+
+    net = experiments.protocol("channel").network("SE (r=4)")()  # random weights stand in for trained ones
+    with torch.no_grad():
+        for t in net.parameters():
+            t.normal_()
+    result = Comparison([0], {"SE (r=4)": [History([0.5], [0.5], 1.0)]}, {"SE (r=4)": sum(t.numel() for t in net.parameters())},
+                        {"SE (r=4)": [net]})
+    path = experiments.save(result, "channel", tmp_path / "channel.json")
+    stored = experiments.load_model("channel", "SE (r=4)", path.with_suffix(".models.pt"))
+    x = torch.randn(2, 2, 16, 16)
+    torch.testing.assert_close(stored(x), net.eval()(x))
+    with pytest.raises(ValueError, match="expected a variant"):
+        experiments.load_model("channel", "ECA", path.with_suffix(".models.pt"))
+    with pytest.raises(ValueError, match="expected stored networks"):
+        experiments.load_model("channel", "SE (r=4)", tmp_path / "none.models.pt")
+    doc = torch.load(path.with_suffix(".models.pt"), weights_only=True)
+    doc["weights"]["SE (r=4)"].popitem()
+    torch.save(doc, tmp_path / "stale.models.pt")
+    with pytest.raises(ValueError, match="does not fit the current code"):
+        experiments.load_model("channel", "SE (r=4)", tmp_path / "stale.models.pt")
