@@ -319,3 +319,18 @@ def test_registered_and_created_with_options():
     assert isinstance(attncourse.create("cam", 64), ChannelAttention)
     m = attncourse.create("danet", 32, reduction=4, channel_affinity="official")
     assert isinstance(m, DualAttention) and m.position.width == 8 and m.channel.channel_affinity == "official"
+
+
+def test_official_affinity_exports_with_dynamic_sizes():
+    """The deploy tests build the defaults; the official form (amax) must export as well."""
+    from torch.export import Dim
+
+    m = DualAttention(16, channel_affinity="official").eval()
+    with torch.no_grad():
+        m.position.alpha.fill_(0.3), m.channel.beta.fill_(-0.2)
+    x = torch.randn(2, 16, 6, 5)
+    dims = {"x": {0: Dim("b", min=1), 2: Dim("h", min=1), 3: Dim("w", min=1)}}
+    program = torch.export.export(m, (x,), dynamic_shapes=dims).module()
+    for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
+        y = torch.randn(shape)
+        torch.testing.assert_close(program(y), m(y))
