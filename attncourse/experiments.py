@@ -135,6 +135,9 @@ PROTOCOLS: dict[str, Protocol] = {
             "baseline": (None, {}),
             "SE (r=4)": ("se", {"reduction": 4}),
             "CBAM (r=4)": ("cbam", {"reduction": 4}),
+            # CBAM's 7x7 spatial gate widens the receptive field by 6 pixels; with a 3x3 gate it
+            # widens it by 2: the control that says whether CBAM's result is its reach
+            "CBAM (r=4, k=3)": ("cbam", {"reduction": 4, "kernel_size": 3}),
             "MHSA": ("mhsa", {}),
             "Non-local": ("nonlocal", {}),
             "GC": ("gc", {}),
