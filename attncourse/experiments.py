@@ -139,7 +139,10 @@ PROTOCOLS: dict[str, Protocol] = {
             # widens it by 2: the control that says whether CBAM's result is its reach
             "CBAM (r=4, k=3)": ("cbam", {"reduction": 4, "kernel_size": 3}),
             "MHSA": ("mhsa", {}),
+            # controls: is it the heads, or the 1/sqrt(d) scaling, that the single-head modules lack?
+            "MHSA (h=1)": ("mhsa", {"heads": 1}),
             "Non-local": ("nonlocal", {}),
+            "Non-local (scaled)": ("nonlocal", {"scale": True}),
             "GC": ("gc", {}),
             "DANet": ("danet", {}),
             "CCNet": ("ccnet", {}),
