@@ -5,7 +5,7 @@ The companion package of the attncourse book. Every mechanism is an ``nn.Module`
 short name::
 
     import attncourse
-    attncourse.available()          # ['se', ...]
+    attncourse.available()          # ['bam', 'cam', 'cbam', 'ccnet', ...]
     se = attncourse.create("se", 64)
     y = se(torch.randn(8, 64, 14, 14))
 """
@@ -16,6 +16,15 @@ from . import channel, hybrid, selfattn
 from ._registry import available, create, get, register
 from .channel import ECA, SelectiveKernel, SimAM, SqueezeExcite
 from .hybrid import BAM, CBAM, SCSE, CoordAttention
+from .selfattn import (
+    ChannelAttention,
+    CrissCrossAttention,
+    DualAttention,
+    GlobalContextBlock,
+    MultiHeadSelfAttention2d,
+    NonLocalBlock,
+    PositionAttention,
+)
 from .cost import count_flops, count_parameters
 from .layers import Gate
 from .show import show_source
@@ -36,6 +45,13 @@ __all__ = [
     "BAM",
     "SCSE",
     "CoordAttention",
+    "MultiHeadSelfAttention2d",
+    "NonLocalBlock",
+    "GlobalContextBlock",
+    "PositionAttention",
+    "ChannelAttention",
+    "DualAttention",
+    "CrissCrossAttention",
     "count_parameters",
     "count_flops",
     "show_source",

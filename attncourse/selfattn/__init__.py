@@ -1,10 +1,18 @@
 """Part III, self-attention on feature maps: every position attends to every other."""
 
-from .mhsa import *  # noqa: F401,F403
-from .nonlocal_ import *  # noqa: F401,F403
-from .gcnet import *  # noqa: F401,F403
-from .danet import *  # noqa: F401,F403
-from .ccnet import *  # noqa: F401,F403
-from . import ccnet, danet, gcnet, mhsa, nonlocal_
+from .ccnet import CrissCrossAttention
+from .danet import ChannelAttention, DualAttention, PositionAttention
+from .gcnet import GlobalContextBlock
+from .mhsa import MultiHeadSelfAttention2d, sine_position_2d
+from .nonlocal_ import NonLocalBlock
 
-__all__ = [*mhsa.__all__, *nonlocal_.__all__, *gcnet.__all__, *danet.__all__, *ccnet.__all__]
+__all__ = [
+    "MultiHeadSelfAttention2d",
+    "sine_position_2d",
+    "NonLocalBlock",
+    "GlobalContextBlock",
+    "PositionAttention",
+    "ChannelAttention",
+    "DualAttention",
+    "CrissCrossAttention",
+]
