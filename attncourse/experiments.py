@@ -138,6 +138,7 @@ PROTOCOLS: dict[str, Protocol] = {
             # CBAM's 7x7 spatial gate widens the receptive field by 6 pixels; with a 3x3 gate it
             # widens it by 2: the control that says whether CBAM's result is its reach
             "CBAM (r=4, k=3)": ("cbam", {"reduction": 4, "kernel_size": 3}),
+            "scSE": ("scse", {}),
             "MHSA": ("mhsa", {}),
             # controls: is it the heads, or the 1/sqrt(d) scaling, that the single-head modules lack?
             "MHSA (h=1)": ("mhsa", {"heads": 1}),
