@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import nn
 
@@ -63,7 +64,9 @@ class CrissCrossAttention(nn.Module):
     Identity at initialisation: γ is a zero-initialised scalar (as in the official code), so
     every pass, hence the module, returns its input exactly until γ is trained.
 
-    Differences from the official code: the same computation, written with einsum over
+    Differences from the official code: the same computation, with Q, K and V from one 1×1
+    convolution whose filters are those of ``query``, ``key`` and ``value`` stacked (one pass over
+    the input instead of three; the parameters stay three convolutions), written with einsum over
     ``(b, h, w, path)`` instead of permutes and ``bmm`` over ``(B·W, H, H)`` and ``(B·H, W, W)``;
     the -inf diagonal is built from H with torch ops on the input's device (the official
     ``INF`` calls ``.cuda()`` and fails on a CPU); the recurrence, a loop in ``RCCAModule``
@@ -87,16 +90,23 @@ class CrissCrossAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))  # γ, zero at init: the identity
         self.gate = Gate(nn.Softmax(dim=-1), kind="attention")  # softmax over [column; row] path
 
-    def _weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_q, W_k, W_v stacked into one 1×1 convolution C -> 2C' + C (and their biases)."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        return weight, torch.cat([self.query.bias, self.key.bias, self.value.bias])
+
+    def _weights(self, x: torch.Tensor, stacked: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The path weights A (B, H, W, H + W) of one pass on x, and the values V."""
-        q, k, v = self.query(x), self.key(x), self.value(x)  # Q, K (B, C', H, W); V (B, C, H, W)
+        # Q, K (B, C', H, W) and V (B, C, H, W) by one convolution: the same numbers as
+        # self.query(x), self.key(x), self.value(x), with one pass over x instead of three.
+        q, k, v = F.conv2d(x, *stacked).split([self.inner, self.inner, self.channels], dim=1)
         e_col = einsum(q, k, "b c h w, b c g w -> b h w g")  # (1) d over u's column: key (g, w)
         e_row = einsum(q, k, "b c h w, b c h v -> b h w v")  # (1) d over u's row: key (h, v)
         e_col = e_col.masked_fill(_cross_mask(x.shape[2], x.device), float("-inf"))  # u counted once
         return self.gate(torch.cat([e_col, e_row], dim=-1)), v  # A: one softmax over H + W
 
-    def _pass(self, x: torch.Tensor) -> torch.Tensor:
-        a, v = self._weights(x)
+    def _pass(self, x: torch.Tensor, stacked: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        a, v = self._weights(x, stacked)
         a_col, a_row = a[..., : x.shape[2]], a[..., x.shape[2] :]  # split the path: H | W
         out = einsum(a_col, v, "b h w g, b c g w -> b c h w")  # Σ over the column
         out = out + einsum(a_row, v, "b h w v, b c h v -> b c h w")  # + Σ over the row
@@ -105,12 +115,13 @@ class CrissCrossAttention(nn.Module):
     def single_pass(self, x: torch.Tensor) -> torch.Tensor:
         """One criss-cross pass, eq. (2): ``γ Σ_i A_{i,u} Φ_{i,u} + x`` (forward applies it R times)."""
         check_input(self, x, self.channels)
-        return self._pass(x)
+        return self._pass(x, self._stacked())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
+        stacked = self._stacked()  # the shared weights, stacked once for the R passes
         for _ in range(self.recurrence):  # R passes, shared weights (a constant, not a tensor value)
-            x = self._pass(x)
+            x = self._pass(x, stacked)
         return x
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +129,7 @@ class CrissCrossAttention(nn.Module):
         (g v) key i; zero off u's row and column; each row sums to 1."""
         check_input(self, x, self.channels)
         h, w = x.shape[2], x.shape[3]
-        a, _ = self._weights(x)
+        a, _ = self._weights(x, self._stacked())
         a_col, a_row = a[..., :h], a[..., h:]
         eye_w = torch.eye(w, dtype=a.dtype, device=a.device)
         eye_h = torch.eye(h, dtype=a.dtype, device=a.device)
