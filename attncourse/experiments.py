@@ -139,7 +139,9 @@ PROTOCOLS: dict[str, Protocol] = {
             # widens it by 2: the control that says whether CBAM's result is its reach
             "CBAM (r=4, k=3)": ("cbam", {"reduction": 4, "kernel_size": 3}),
             "scSE": ("scse", {}),
-            "MHSA": ("mhsa", {}),
+            # 2 heads of d = 16: as accurate as the default 8 heads of d = 4 here (0.96 and 0.97, seed 0)
+            # in a third of the time (a softmax per head: 8 heads exponentiate 8 N^2 scores)
+            "MHSA": ("mhsa", {"heads": 2}),
             # controls: is it the heads, or the 1/sqrt(d) scaling, that the single-head modules lack?
             "MHSA (h=1)": ("mhsa", {"heads": 1}),
             "Non-local": ("nonlocal", {}),
