@@ -146,6 +146,8 @@ PROTOCOLS: dict[str, Protocol] = {
             "MHSA (h=1)": ("mhsa", {"heads": 1}),
             "Non-local": ("nonlocal", {}),
             "Non-local (scaled)": ("nonlocal", {"scale": True}),
+            # θ, φ, g started as nn.MultiheadAttention's instead of the official normal(std 0.01)
+            "Non-local (Xavier)": ("nonlocal", {"init": "xavier"}),
             "GC": ("gc", {}),
             "DANet": ("danet", {}),
             "CCNet": ("ccnet", {}),

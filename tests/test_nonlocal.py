@@ -373,3 +373,20 @@ def test_export_with_dynamic_sizes_beyond_the_defaults(kwargs):
     for shape in [(3, 16, 9, 4), (1, 16, low, low), (2, 16, 5, 7)]:
         x = torch.randn(shape)
         torch.testing.assert_close(program(x), m(x))
+
+
+def test_xavier_start_changes_only_theta_phi_g_and_keeps_the_identity():
+    torch.manual_seed(0)
+    official = NonLocalBlock(64)
+    torch.manual_seed(0)
+    xavier = NonLocalBlock(64, init="xavier")
+    bound = (6 / (64 + 32)) ** 0.5  # Xavier-uniform for a (32, 64) weight
+    for name in ("theta", "phi", "g"):
+        w = getattr(xavier, name).weight
+        assert w.abs().max() <= bound and w.std() > 0.1  # official: std 0.01
+        assert getattr(official, name).weight.std() < 0.02
+    assert xavier.w_z.weight.std() < 0.02  # W_z as the official code
+    x = torch.randn(2, 64, 5, 7)
+    assert torch.equal(xavier(x), x) and torch.equal(xavier.train()(x), x)
+    with pytest.raises(ValueError, match="NonLocalBlock.*init"):
+        NonLocalBlock(64, init="kaiming")

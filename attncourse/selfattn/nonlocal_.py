@@ -20,6 +20,8 @@ __all__ = ["NonLocalBlock", "HalfMaxPool", "PAIRWISE"]
 PAIRWISE = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
 #: The two forms normalised by C(x) = Σ_j f (a softmax over the keys j).
 SOFTMAX_FORMS = ("embedded_gaussian", "gaussian")
+#: How θ, φ, g start: the official code's normal(std 0.01), or Xavier-uniform.
+INITS = ("official", "xavier")
 
 
 class OverKeys(nn.Module):
@@ -108,6 +110,13 @@ class NonLocalBlock(nn.Module):
             vectors (C/2 for the embedded Gaussian, C for the Gaussian): the official code's
             ``USE_SCALE = True`` (``dim_inner ** -0.5``), not in the paper's eq. (3). Only for
             the softmax forms; eqs. (4), (5) have no softmax to temper. Default ``False``.
+        init: how θ, φ, g start. ``"official"`` (default): normal with std 0.01, as the official
+            code. ``"xavier"``: Xavier-uniform, as ``torch.nn.MultiheadAttention``'s in-projection
+            (the course's option). With std 0.01 the logits θᵀφ start near 0, the weights
+            uniform, and their gradients tiny; on the part's task the official start trained to
+            chance in 2 of 3 seeds, the Xavier start solved it (the chapter and the part's
+            summary show the runs). W_z, w_f and the batch norm start as the official code's
+            either way, so the block is the identity at initialisation with both.
 
     Shapes: input ``(B, C, H, W)`` → output ``(B, C, H, W)``, any H, W ≥ 1.
     ``attention(x)``: ``(B, 1, H*W, N_keys)``, queries in ``(h w)`` order, N_keys = H W, or
@@ -133,10 +142,13 @@ class NonLocalBlock(nn.Module):
         reduction: int = 2,
         subsample: bool = False,
         scale: bool = False,
+        init: str = "official",
     ) -> None:
         super().__init__()
         self.channels = check_channels(self, channels)
         check_choice(self, "pairwise", pairwise, PAIRWISE)
+        check_choice(self, "init", init, INITS)
+        self.init = init
         self.reduction = check_positive_int(self, "reduction", reduction)
         check_choice(self, "subsample", subsample, (True, False))
         check_choice(self, "scale", scale, (True, False))
@@ -174,10 +186,14 @@ class NonLocalBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The official initialisation: convolutions (and w_f) normal with std 0.01, biases 0; BN weight 0."""
+        """The official initialisation: convolutions (and w_f) normal with std 0.01, biases 0; BN weight 0.
+        With ``init="xavier"``, θ, φ, g are Xavier-uniform instead."""
         for proj in (self.theta, self.phi, self.g, self.w_z):
             if proj is not None:
-                nn.init.normal_(proj.weight, std=0.01)
+                if self.init == "xavier" and proj is not self.w_z:
+                    nn.init.xavier_uniform_(proj.weight)
+                else:
+                    nn.init.normal_(proj.weight, std=0.01)
                 nn.init.zeros_(proj.bias)
         if self.w_f is not None:
             nn.init.normal_(self.w_f, std=0.01)
@@ -235,5 +251,5 @@ class NonLocalBlock(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, pairwise={self.pairwise!r}, reduction={self.reduction}, inner={self.inner}, "
-            f"subsample={self.subsample}, scale={self.use_scale}"
+            f"subsample={self.subsample}, scale={self.use_scale}, init={self.init!r}"
         )
