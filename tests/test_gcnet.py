@@ -143,6 +143,7 @@ def test_one_by_one_map_and_batch_one_in_training():
 
 def test_parameter_formula():
     assert count_parameters(attncourse.create("gc", 64)) == 653 == gc_parameters(64)
+    assert attncourse.create("gc", 64).hidden == 4 and GlobalContextBlock(16).hidden == 1
     for C in [16, 64, 256, 512, 1024, 2048]:
         for r in [4, 16]:
             assert count_parameters(GlobalContextBlock(C, reduction=r)) == gc_parameters(C, r)
