@@ -149,6 +149,9 @@ PROTOCOLS: dict[str, Protocol] = {
             # θ, φ, g started as nn.MultiheadAttention's instead of the official normal(std 0.01)
             "Non-local (Xavier)": ("nonlocal", {"init": "xavier"}),
             "GC": ("gc", {}),
+            # r = 4 as SE and CBAM here: at the default r = 16 the bottleneck of 32 channels has 2
+            # units, and a LayerNorm over 2 values outputs about ±1 whatever comes in
+            "GC (r=4)": ("gc", {"reduction": 4}),
             "DANet": ("danet", {}),
             "CCNet": ("ccnet", {}),
         },
