@@ -45,8 +45,8 @@ def check_receptive_field(answer: Any) -> Feedback:
     except (TypeError, ValueError):
         return failed(f"{what}: expected two integers, got {answer!r}")
     if got == (BASELINE, WITH_CBAM):
-        return passed(f"{what}: {got[0]} and {got[1]} pixels; the shapes span at least 11, so only CBAM's "
-                      "units can see both.")
+        return passed(f"{what}: {got[0]} and {got[1]} pixels; the shapes span at least 11, so the baseline's "
+                      "units never see both, CBAM's can (with a 3 × 3 gate, 12 pixels, too).")
     hints = {
         (9, 15): "the 2 × 2 max-pool widens the receptive field by one pixel (at stride 1) before it doubles the stride",
         (8, 14): "after the pool the stride is 2, so the last 3 × 3 convolution widens the field by 2 · 2 = 4 pixels",
