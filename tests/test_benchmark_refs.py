@@ -56,10 +56,13 @@ def test_reference_equals_module(name, training):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_equals_module_float32(name):
-    # Seeded: with unseeded weights of std 0.5 an unscaled softmax (Non-local's) saturates now and
-    # then, and one gradient in thousands then differs by more than float32's tolerance (seen once).
-    torch.manual_seed(0)
     m = _randomise(attncourse.create(name, 64))
+    if name == "nonlocal":
+        # Weights of std 0.5 give Non-local's unscaled logits a spread of about 90: a one-hot
+        # softmax whose input gradient is float32 rounding (at 2 threads one element of 6,912 differed
+        # by 5e-4). Smaller queries keep the comparison meaningful; the float64 test keeps the full scale.
+        with torch.no_grad():
+            m.theta.weight.mul_(0.05)
     # float32 rounding through batch statistics: the float64 test above is the strict one
     bench.check_reference(m, bench.reference_for(m), torch.randn(2, 64, 6, 9), rtol=1e-3, atol=1e-4)
 
