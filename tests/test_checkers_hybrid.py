@@ -20,25 +20,7 @@ from attncourse.exercises import coord as ex_coord
 from attncourse.exercises import hybrid_summary as ex_sum
 from attncourse.exercises import scse as ex_scse
 
-
-def _blank(*args):
-    raise NotImplementedError
-
-
-def _check_table(check, right, mistakes):
-    """The right answer passes; each mistake fails with its own fragment; messages differ."""
-    assert check(right), repr(check(right))
-    messages = {}
-    for label, (wrong, fragment) in mistakes.items():
-        fb = check(wrong)
-        assert not fb and fb.attempted, f"{label}: {fb!r}"
-        assert fragment in fb.message, f"{label}: expected {fragment!r} in {fb.message!r}"
-        messages[label] = fb.message
-    assert len(set(messages.values())) == len(messages), "two mistakes got the same message"
-    # a blank answer: not attempted, no exception
-    for blank in ([..., None] if not callable(right) else [..., _blank]):
-        fb = check(blank)
-        assert not fb and not fb.attempted and "not attempted" in fb.message
+from checker_tables import check_table as _check_table
 
 
 # --- CBAM -------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from attncourse.cost import count_parameters
 from attncourse.exercises import selfattn_summary as ex
 from attncourse.experiments import protocol
 
-from test_checkers_hybrid import _check_table
+from checker_tables import check_table as _check_table
 
 
 def test_receptive_field():
