@@ -88,10 +88,10 @@ class PositionAttention(nn.Module):
     def _context(self, x: torch.Tensor) -> torch.Tensor:
         """Σ_i s_ji D_i of (2), before α: (B, C, H, W)."""
         s = self._weights(x)
-        d_t = rearrange(self.value(x), "b c h w -> b (h w) c")  # Dᵀ: (B, N, C)
-        # (2) D Sᵀ = (S Dᵀ)ᵀ: row j of S Dᵀ is Σ_i s_ji D_i. Computed as S Dᵀ, which is faster on
-        # the CPU than the official bmm(D, Sᵀ) (S is read row by row); the chapter shows both equal.
-        return rearrange(s @ d_t, "b (h w) c -> b c h w", h=x.shape[2])
+        d = rearrange(self.value(x), "b c h w -> b c (h w)")  # D: (B, C, N)
+        # (2) D Sᵀ: column j is Σ_i s_ji D_i, laid out (B, C, N) like the input, so the residual
+        # add and its backward stay contiguous
+        return rearrange(d @ s.transpose(1, 2), "b c (h w) -> b c h w", h=x.shape[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
