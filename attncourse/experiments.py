@@ -13,7 +13,8 @@ Re-run a part (about 2 to 6 minutes each on 2 cores)::
 
     python -m attncourse.experiments channel --seeds 0 1 2 3 4
     python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
-    python -m attncourse.experiments selfattn --seeds 0 1 2 3 4
+    python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
+    python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
@@ -158,11 +159,30 @@ PROTOCOLS: dict[str, Protocol] = {
         widths=(16, 32, 32),
         network_kwargs={"pool_every": 2, "attn_blocks": [1]},
     ),
+    # Part III again, with the shapes farther apart (16 x 16, corners >= 12 pixels apart: they span
+    # 15 pixels or more), beyond the receptive field that CBAM's 3 x 3 gate gives (12) and at the
+    # edge of its 7 x 7 gate's (16): does the short task's result come from reach?
+    "selfattn_far": Protocol(
+        name="selfattn_far",
+        task="same_shapes",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0, "size": 16, "min_distance": 12},
+        variants={
+            "baseline": (None, {}),
+            "CBAM (r=4)": ("cbam", {"reduction": 4}),
+            "CBAM (r=4, k=3)": ("cbam", {"reduction": 4, "kernel_size": 3}),
+            "MHSA": ("mhsa", {"heads": 2}),
+            "Non-local (Xavier)": ("nonlocal", {"init": "xavier"}),
+            "GC (r=4)": ("gc", {"reduction": 4}),
+        },
+        widths=(16, 32, 32),
+        network_kwargs={"pool_every": 2, "attn_blocks": [1]},
+    ),
 }
 
 
 def protocol(name: str) -> Protocol:
-    """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` (Part II) or ``"selfattn"`` (Part III)."""
+    """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` (Part II), ``"selfattn"`` and
+    ``"selfattn_far"`` (Part III)."""
     if name not in PROTOCOLS:
         raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]
