@@ -31,18 +31,22 @@ def test_receptive_field():
 
 
 def test_added_parameters():
+    import attncourse
+    from attncourse.nets import TinyNet
+
     p = protocol("selfattn")
     names = ["MHSA", "Non-local", "GC", "DANet", "CCNet"]
-    base = count_parameters(p.network("baseline")())
-    right = {v: count_parameters(p.network(v)()) - base for v in names}
+    wider = {"widths": (16, 48, 32), **p.network_kwargs}
+    base = count_parameters(TinyNet(2, 2, **wider))
+    right = {v: count_parameters(TinyNet(2, 2, attn=p.variants[v][0], attn_kwargs=p.variants[v][1], **wider)) - base
+             for v in names}
 
     def but(v, value):
         return {**right, v: value}
 
-    import attncourse
     _check_table(ex.check_added_parameters, right, {
-        "C=64": (but("MHSA", count_parameters(attncourse.create("mhsa", 64))), "C = 64"),
-        "C=16": (but("GC", count_parameters(attncourse.create("gc", 16))), "C = 16"),
+        "C=32": (but("MHSA", count_parameters(attncourse.create("mhsa", 32, heads=2))), "protocol's 32 channels"),
+        "C=64": (but("GC", count_parameters(attncourse.create("gc", 64))), "C = 64"),
         "whole": (but("CCNet", right["CCNet"] + base), "whole network"),
         "no beta": (but("DANet", right["DANet"] - 1), "β"),
         "other": (but("Non-local", 7), "7 is not right"),

@@ -69,19 +69,23 @@ def check_receptive_field(answer: Any) -> Feedback:
 _VARIANTS = ["MHSA", "Non-local", "GC", "DANet", "CCNet"]
 
 
-# Exercise 2, parameters each module adds to the protocol's baseline network, as a dict.
+# Exercise 2, parameters each module would add with a middle block of 48 channels, as a dict.
 # Typical mistakes:
 #   - not a dict, or the variant names not the protocol's
-#   - the module counted at C = 64 (attncourse.create(name, 64)) instead of 32, its width in block 2
-#   - the module counted at C = 16 (the first block's width)
+#   - the protocol's width, 32 (the "added" column of the chapter's table)
+#   - C = 64 (attncourse.create(name, 64), the first row of the chapter's parameter table)
 #   - the whole network's count instead of what the module adds
 #   - DANet without the channel module's β (the position module's count alone)
+WIDTH = 48
+
+
 def check_added_parameters(answer: Any) -> Feedback:
-    """Exercise 2: the parameters each attention module adds to the part's network."""
+    """Exercise 2: the parameters each attention module adds in a middle block of 48 channels."""
     from .._registry import create
     from ..experiments import protocol
+    from ..nets import TinyNet
 
-    what = "Parameters added to the network"
+    what = f"Parameters added by each module at C = {WIDTH}"
     if is_unanswered(answer):
         return not_attempted(what)
     if not isinstance(answer, dict):
@@ -92,25 +96,24 @@ def check_added_parameters(answer: Any) -> Feedback:
     if any(is_unanswered(answer[v]) for v in _VARIANTS):
         return not_attempted(what)
     p = protocol("selfattn")
-    base = count_parameters(p.network("baseline")())
-    whole = {v: count_parameters(p.network(v)()) for v in _VARIANTS}
-    right = {v: whole[v] - base for v in _VARIANTS}
-    names = {v: p.variants[v][0] for v in _VARIANTS}
-    for v in _VARIANTS:
+    spec = {v: p.variants[v] for v in _VARIANTS}
+    right = {v: count_parameters(create(n, WIDTH, **kw)) for v, (n, kw) in spec.items()}
+    widths = (p.widths[0], WIDTH, *p.widths[2:])
+    for v, (n, kw) in spec.items():
+        got_name = answer[v]
         try:
-            got = int(answer[v])
+            got = int(got_name)
         except (TypeError, ValueError):
-            return failed(f"{what}: {v}: expected a number, got {answer[v]!r}")
+            return failed(f"{what}: {v}: expected a number, got {got_name!r}")
         if got == right[v]:
             continue
-        if got == count_parameters(create(names[v], 64)):
-            return failed(f"{what}: {v}: {got:,} is the module at C = 64; in the network it sits in the second "
-                          "block, whose width is 32.")
-        if got == count_parameters(create(names[v], 16)):
-            return failed(f"{what}: {v}: {got:,} is the module at C = 16, the first block's width; it sits in the "
-                          "second block (32 channels).")
-        if got == whole[v]:
-            return failed(f"{what}: {v}: {got:,} is the whole network; subtract the baseline's {base:,}.")
+        if got == count_parameters(create(n, 32, **kw)):
+            return failed(f"{what}: {v}: {got:,} is the module at the protocol's 32 channels (the table's "
+                          f"\"added\" column); build it for {WIDTH}.")
+        if got == count_parameters(create(n, 64, **kw)):
+            return failed(f"{what}: {v}: {got:,} is the module at C = 64; the block has {WIDTH} channels.")
+        if got == count_parameters(TinyNet(2, 2, widths=widths, attn=n, attn_kwargs=kw, **p.network_kwargs)):
+            return failed(f"{what}: {v}: {got:,} is the whole network; the question is what the module adds.")
         if v == "DANet" and got == right[v] - 1:
             return failed(f"{what}: DANet: {got:,} leaves out the channel module, whose only parameter is β.")
         return failed(f"{what}: {v}: {got:,} is not right.")
