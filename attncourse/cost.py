@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "count_flops", "time_forward_backward", "peak_memory", "Cost", "measure", "cost_table"]
+__all__ = ["count_parameters", "count_flops", "time_forward", "time_forward_backward", "peak_memory", "Cost", "measure", "cost_table"]
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -37,6 +37,19 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> int:
     finally:
         module.train(was_training)
     return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def time_forward(module: nn.Module, x: torch.Tensor, *, repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds for one forward pass on ``x`` without autograd (for chapters' cost tables;
+    timings depend on the machine, so they never go into tests)."""
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        module(x)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def time_forward_backward(module: nn.Module, x: torch.Tensor, *, repeats: int = 20, warmup: int = 3) -> float:

@@ -13,7 +13,7 @@ from torch import nn
 
 from .layers import Gate
 
-__all__ = ["capture_gates", "recording", "plot_channel_weights", "plot_spatial_maps", "plot_histories", "plot_comparison"]
+__all__ = ["capture_gates", "capture_input", "recording", "plot_channel_weights", "plot_spatial_maps", "plot_histories", "plot_comparison"]
 
 
 @contextmanager
@@ -43,6 +43,26 @@ def capture_gates(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     finally:
         model.train(was_training)
     return out
+
+
+@torch.no_grad()
+def capture_input(model: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on ``x`` in eval mode and return the (first) input that ``module``, one of its
+    submodules, received: the feature map an attention module attends over, for its
+    ``attention(...)`` method."""
+    seen: dict[str, torch.Tensor] = {}
+    handle = module.register_forward_pre_hook(lambda mod, args: seen.setdefault("x", args[0]))
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if "x" not in seen:
+        raise ValueError(f"capture_input expected {type(module).__name__} to run inside {type(model).__name__}, "
+                         "but it never received an input")
+    return seen["x"]
 
 
 def _plt():

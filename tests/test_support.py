@@ -210,3 +210,23 @@ def test_tinynet_puts_attention_only_in_the_chosen_blocks():
     assert net(torch.randn(2, 2, 12, 12)).shape == (2, 2)
     with pytest.raises(ValueError, match="TinyNet.*attn_blocks"):
         TinyNet(2, 2, widths=(16, 32), attn="se", attn_blocks=[2])
+
+
+def test_capture_input_returns_what_a_submodule_received_and_restores_the_mode():
+    from attncourse.cost import time_forward
+    from attncourse.plot import capture_input
+
+    net = TinyNet(2, 2, widths=(4, 8), attn="se", attn_kwargs={"reduction": 2}).train()
+    x = torch.randn(3, 2, 6, 5)
+    block = net.features[1]
+    got = capture_input(net, block.attn, x)
+    net.eval()
+    with torch.no_grad():
+        expected = block.bn(block.conv(net.features[0](x)))  # what the second block's module attends over
+    torch.testing.assert_close(got, expected)
+    net.train()
+    capture_input(net, block.attn, x)
+    assert net.training  # the mode is restored
+    with pytest.raises(ValueError, match="capture_input.*never received"):
+        capture_input(net, nn.Identity(), x)
+    assert time_forward(net, x) > 0
