@@ -12,7 +12,7 @@ short name::
 
 from __future__ import annotations
 
-from . import channel, hybrid, selfattn
+from . import channel, hybrid, linear, selfattn
 from ._registry import available, create, get, register
 from .channel import ECA, SelectiveKernel, SimAM, SqueezeExcite
 from .hybrid import BAM, CBAM, SCSE, CoordAttention
@@ -25,6 +25,7 @@ from .selfattn import (
     NonLocalBlock,
     PositionAttention,
 )
+from .linear import LinearAttention2d
 from .cost import count_flops, count_parameters
 from .layers import Gate
 from .show import show_source
@@ -52,6 +53,7 @@ __all__ = [
     "ChannelAttention",
     "DualAttention",
     "CrissCrossAttention",
+    "LinearAttention2d",
     "count_parameters",
     "count_flops",
     "show_source",

@@ -1,0 +1,119 @@
+"""Linear attention (Katharopoulos et al., ICML 2020) on the positions of a feature map, as a
+multi-head residual plug-in. Chapter: ``chapters/linear/linear.md``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
+from .._registry import register
+from ..layers import Gate
+from .kernel import EPS, RowNormalise, _accumulator, elu_feature_map, kernel_attention
+
+__all__ = ["LinearAttention2d", "FEATURE_MAPS"]
+
+#: φ by name: the paper's elu(x) + 1, or ReLU (EfficientViT's LiteMLA; a feature can be all zero,
+#: which the ε of the normaliser then guards).
+FEATURE_MAPS = {"elu": elu_feature_map, "relu": F.relu}
+
+
+@register("linear")
+class LinearAttention2d(nn.Module):
+    r"""Multi-head linear attention over the H × W positions of a feature map, as a residual
+    plug-in: ``x + LinearAttention(T)`` with the tokens ``T = rearrange(x, "b c h w -> b (h w) c")``.
+
+    Paper: A. Katharopoulos, A. Vyas, N. Pappas, F. Fleuret, "Transformers are RNNs: Fast
+    Autoregressive Transformers with Linear Attention", ICML 2020 (PMLR 119), arXiv:2006.16236.
+
+    Equations (section 3.2), per head, with d = C / h and Q = T W^Q, K = T W^K, V = T W^V::
+
+        (2)  V'_i = Σ_j sim(Q_i, K_j) V_j / Σ_j sim(Q_i, K_j)
+        (4)  sim(q, k) = φ(q)ᵀ φ(k)
+        (6)  V'_i = φ(Q_i)ᵀ (Σ_j φ(K_j) V_jᵀ) / (φ(Q_i)ᵀ Σ_j φ(K_j))
+        (7)  φ(x) = elu(x) + 1
+
+    Eq. (6) costs O(N d²) per head instead of softmax attention's O(N² d): the d × d state
+    ``Σ_j φ(K_j) V_jᵀ`` is formed once and every query reads it. The heads are concatenated and
+    projected by W^O, as in multi-head attention. The module is non-causal (every position sees
+    every other, as on images); the causal form is ``attncourse.linear.kernel_attention(...,
+    causal=True)``.
+
+    Args:
+        channels: C.
+        heads: h (must divide C; d = C / h). 8 by default, as Part III's MHSA.
+        bias: biases on the projections (``True``, as the course's MHSA; the paper's code uses
+            ``nn.Linear`` with bias).
+        feature_map: ``"elu"`` (the paper's φ(x) = elu(x) + 1) or ``"relu"`` (EfficientViT's).
+        eps: ε added to the normaliser φ(Q_i)ᵀ Σ_j φ(K_j) (fast-transformers' 1e-6). With elu + 1
+            the normaliser is > 0 in exact arithmetic; ε is there for ReLU features that are all
+            zero (0/0) and for elu + 1 features that round to 0 in low precision.
+
+    Numerical care: φ, the sums and the state run in float32 when the input is float16 or
+    bfloat16 (``Σ_j φ(K_j)`` over 65,536 positions overflows float16's 65,504; elu(x) + 1
+    rounds to exactly 0 in bfloat16 for x ≲ -8), and the result is cast back.
+
+    Identity at initialisation: W^O (``proj``, weight and bias) starts at zero, as in Part III's
+    :class:`~attncourse.selfattn.MultiHeadSelfAttention2d`, so the module returns x; ``qkv`` starts
+    Xavier-uniform with zero bias. The same parameters as that MHSA: ``4C² + 4C`` (``4C²`` without
+    bias); linear attention adds none.
+
+    Shapes: input ``(B, C, H, W)`` → output ``(B, C, H, W)``, any H, W ≥ 1.
+    ``attention(x)`` returns the implicit weights ``φ(Q_i)ᵀφ(K_j) / (φ(Q_i)ᵀ Σ_j φ(K_j) + ε)``,
+    ``(B, h, H*W, H*W)`` in ``(h w)`` order, rows summing to 1: what forward applies without
+    forming them. They pass through ``gate`` (``Gate(RowNormalise(eps), kind="attention")``),
+    which forward does not call.
+    """
+
+    def __init__(
+        self, channels: int, *, heads: int = 8, bias: bool = True, feature_map: str = "elu", eps: float = EPS
+    ) -> None:
+        super().__init__()
+        self.channels = check_channels(self, channels)
+        self.heads = check_positive_int(self, "heads", heads)
+        check_divisible(self, "channels", self.channels, "heads", self.heads)
+        check_choice(self, "bias", bias, (True, False))
+        check_choice(self, "feature_map", feature_map, tuple(FEATURE_MAPS))
+        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0):
+            raise ValueError(f"{type(self).__name__} expected eps to be a number > 0, got {eps!r}")
+        self.bias = bool(bias)
+        self.feature_map = feature_map
+        self.eps = float(eps)
+        self.head_dim = self.channels // self.heads
+        self.qkv = nn.Linear(channels, 3 * channels, bias=self.bias)  # [W^Q; W^K; W^V], heads side by side
+        self.proj = nn.Linear(channels, channels, bias=self.bias)  # W^O
+        self.gate = Gate(RowNormalise(self.eps), kind="attention")  # the normaliser of (6), used by attention(x)
+        nn.init.xavier_uniform_(self.qkv.weight)
+        nn.init.zeros_(self.proj.weight)  # W^O = 0: the module starts as the identity
+        if self.bias:
+            nn.init.zeros_(self.qkv.bias)
+            nn.init.zeros_(self.proj.bias)
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """φ(Q), φ(K) (in float32 for half inputs) and V of every head, each ``(B, h, N, d)``."""
+        t = rearrange(x, "b c h w -> b (h w) c")  # the tokens T: one per position
+        q, k, v = rearrange(self.qkv(t), "b n (three h d) -> three b h n d", three=3, h=self.heads)
+        phi = FEATURE_MAPS[self.feature_map]
+        acc = _accumulator(x.dtype)
+        return phi(q.to(acc)), phi(k.to(acc)), v  # (7): φ(Q), φ(K)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The implicit weights of every head, ``(B, h, H*W, H*W)``, rows summing to 1 (up to ε)."""
+        check_input(self, x, self.channels)
+        q, k, _ = self._features(x)
+        return self.gate(q @ k.transpose(-2, -1)).to(x.dtype)  # φ(Q_i)ᵀφ(K_j), normalised over j
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x, self.channels)
+        q, k, v = self._features(x)
+        o = kernel_attention(q, k, v, eps=self.eps)  # (6), per head: (B, h, N, d), in x's dtype
+        o = self.proj(rearrange(o, "b h n d -> b n (h d)"))  # Concat(heads) W^O
+        return x + rearrange(o, "b (h w) c -> b c h w", h=x.shape[2])
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, heads={self.heads}, head_dim={self.head_dim}, bias={self.bias}, "
+            f"feature_map={self.feature_map!r}, eps={self.eps}"
+        )
