@@ -15,6 +15,7 @@ Re-run a part (about 2 to 6 minutes each on 2 cores)::
     python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
     python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
+    python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
 """
 
 from __future__ import annotations
@@ -177,12 +178,30 @@ PROTOCOLS: dict[str, Protocol] = {
         widths=(16, 32, 32),
         network_kwargs={"pool_every": 2, "attn_blocks": [1]},
     ),
+    # Part IV: Part III's task and network, softmax attention against the linear-time forms
+    "linear": Protocol(
+        name="linear",
+        task="same_shapes",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0},
+        variants={
+            "baseline": (None, {}),
+            "CBAM (r=4)": ("cbam", {"reduction": 4}),
+            "MHSA": ("mhsa", {"heads": 2}),
+            "Linear": ("linear", {"heads": 2}),
+            "External": ("external", {}),
+            "FLatten": ("flatten", {"heads": 2}),
+            # the rank-restoring depthwise convolution removed: focusing alone
+            "FLatten (no DWC)": ("flatten", {"heads": 2, "kernel_size": None}),
+        },
+        widths=(16, 32, 32),
+        network_kwargs={"pool_every": 2, "attn_blocks": [1]},
+    ),
 }
 
 
 def protocol(name: str) -> Protocol:
     """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` (Part II), ``"selfattn"`` and
-    ``"selfattn_far"`` (Part III)."""
+    ``"selfattn_far"`` (Part III), ``"linear"`` (Part IV)."""
     if name not in PROTOCOLS:
         raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]
