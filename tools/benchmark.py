@@ -2,7 +2,7 @@
 
 Timings depend on the machine and its load, so they live here and never in the tests.
 
-Two tables:
+Three tables:
 
 - ``costs``: parameters, counted FLOPs and the median time of one forward+backward pass for
   each mechanism at a few ResNet-like shapes, next to a 3x3 convolution of the same width.
@@ -12,12 +12,15 @@ Two tables:
   and is checked equal to it (outputs and gradients) before it is timed; module and reference
   then run interleaved (ABBA order, blocks of passes, the minimum over blocks of each block's
   median), so that load drifting on a shared machine hits both alike.
+- ``linear``: Part IV's targets at N = 16,384 tokens (``attncourse.linear.sweep.targets``): linear
+  attention's step against ``scaled_dot_product_attention`` and the naive softmax, the
+  ``LinearAttention2d`` module against Part III's MHSA, and how peak memory grows with N.
 
 The references are importable (``tests/test_benchmark_refs.py`` checks every one of them
 against its module, so they cannot drift): ``reference_for(module)`` returns a reference
 holding a copy of ``module``'s weights. Every registered mechanism must have one.
 
-Options: ``--threads`` (torch threads), ``--table costs|refs|all``, ``--only`` names,
+Options: ``--threads`` (torch threads), ``--table costs|refs|linear|all``, ``--only`` names,
 ``--overhead`` (also time each module with its input checks and gates stripped out),
 ``--clock cpu`` (the process's CPU time instead of wall time; steadier on a busy machine
 with ``--threads 1``, meaningless with several threads that spin while they wait).
@@ -668,6 +671,29 @@ def costs(names: list[str], repeats: int) -> None:
         print()
 
 
+def linear_targets(repeats: int) -> None:
+    """Part IV's targets (issue 10) at N = 16,384 tokens, d = 64, one head, batch 1, float32, forward."""
+    from attncourse.linear.sweep import targets
+
+    t = targets(repeats=repeats)
+    s, m, sp = t["step_seconds"], t["module_seconds"], t["speedup"]
+    rows = [
+        ("attention step: linear vs sdpa", f"{1e3 * s['linear']:.2f} vs {1e3 * s['sdpa']:.1f} ms", sp["linear_vs_sdpa"], 20),
+        ("attention step: linear vs naive", f"{1e3 * s['linear']:.2f} vs {1e3 * s['naive']:.1f} ms", sp["linear_vs_naive"], 50),
+        ("module: LinearAttention2d vs MHSA (h=1)", f"{1e3 * m['linear']:.2f} vs {1e3 * m['mhsa']:.1f} ms",
+         sp["module_linear_vs_mhsa"], 10),
+    ]
+    print(f"{'':<42} {'measured':>24} {'speed-up':>9} {'target':>7}")
+    for label, figures, ratio, target in rows:
+        print(f"{label:<42} {figures:>24} {ratio:>8.1f}x {'>= ' + str(target) + 'x':>7}  {'ok' if ratio >= target else 'MISSED'}")
+    print(f"\npeak memory of the step at N = {', '.join(f'{n:,}' for n in t['memory_ns'])} (MiB), growth per doubling:")
+    for form, want in (("linear", "about 2x"), ("naive", "4x")):
+        mib = ", ".join(f"{b / 2**20:.2f}" for b in t["memory_bytes"][form])
+        growth = ", ".join(f"{g:.2f}x" for g in t["memory_growth"][form])
+        print(f"  {form:<7} {mib:<30} {growth:<16} (target {want})")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10, help="passes per figure in the costs table")
@@ -677,7 +703,7 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time (default), or the process's CPU time: with --threads 1 on a busy "
                              "machine, CPU time leaves out the time the process waits for a core")
-    parser.add_argument("--table", choices=["costs", "refs", "all"], default="all")
+    parser.add_argument("--table", choices=["costs", "refs", "linear", "all"], default="all")
     parser.add_argument("--overhead", action="store_true", help="also time each module without checks and gates")
     parser.add_argument("--only", nargs="*", default=None, help="mechanism names (default: all)")
     args = parser.parse_args()
@@ -696,6 +722,10 @@ def main() -> None:
         if args.overhead:
             overhead_micro()
         compare(names, REF_SHAPES, blocks=args.blocks, per_block=args.per_block, overhead=args.overhead)
+    if args.table in ("linear", "all"):
+        print("Part IV targets: N = 16,384 tokens (128 x 128), d = 64, one head, batch 1, float32, forward; "
+              "median of 5 passes\n")
+        linear_targets(repeats=5)
 
 
 if __name__ == "__main__":
