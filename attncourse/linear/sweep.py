@@ -31,11 +31,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..cost import peak_memory, time_forward
 from .kernel import elu_feature_map, kernel_attention
 
-__all__ = ["FORMS", "NS", "step", "sweep", "targets", "results_path", "save", "load"]
+__all__ = ["FORMS", "NS", "MEMORY", "step", "flops", "measure", "sweep", "targets", "results_path", "save", "load"]
 
 #: The token counts of the full sweep: 64 · 2^k up to 16,384 (an 8 × 8 to a 128 × 128 map).
 NS = tuple(64 * 2**k for k in range(9))
@@ -89,6 +91,18 @@ def _qkv(n: int, d: int, *, grad: bool = False) -> tuple[torch.Tensor, torch.Ten
 def _seconds(fn: Callable[[], object], repeats: int) -> float:
     """Median seconds of ``fn()`` (one warm-up call first)."""
     return time_forward(lambda _: fn(), None, repeats=repeats, warmup=1)
+
+
+def flops(form: str, n: int, d: int = 64) -> int:
+    """FLOPs of one step of ``form`` at N = ``n`` as ``FlopCounterMode`` counts them: matrix
+    products only, 2 per multiply-add (exp, elu, sums and divisions count 0). ``sdpa`` is counted
+    under its math backend, which performs the same two products as the fused kernel
+    (``FlopCounterMode`` sees nothing of the fused CPU kernel in torch 2.13)."""
+    f = step(form, d)
+    q, k, v = _qkv(n, d)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        f(q, k, v)
+    return int(counter.get_total_flops())
 
 
 def measure(form: str, n: int, d: int = 64, *, backward: bool = False, repeats: int = 3) -> dict[str, float]:
