@@ -508,6 +508,50 @@ def _danet(m):
     return ref
 
 
+class FLattenRef(nn.Module):
+    """Focused linear attention as the official code writes it (LeapLabTHU/FLatten-Transformer,
+    models/flatten_swin.py ``FocusedLinearAttention.forward`` after commit e205a01: qkv Linear,
+    reshape/permute, ReLU, norms, ``** p``, renormalise, ``q @ (kᵀ v) * z``, a depthwise conv on v
+    with the heads folded into the batch, proj Linear), at the paper's settings that are the
+    module's defaults: no learnable scale, no positional encoding, norms per head, ReLU without
+    + 1e-6 (an all-zero feature is mapped to 0 by clamping the norm, as the module does), the sum
+    form of the normaliser with ε = 1e-6, any H x W; plus the residual."""
+
+    def __init__(self, channels: int, heads: int, p: float, kernel_size: int | None, bias: bool, eps: float) -> None:
+        super().__init__()
+        self.heads, self.p, self.eps = heads, p, eps
+        d = channels // heads
+        self.qkv = nn.Linear(channels, 3 * channels, bias=bias)
+        self.proj = nn.Linear(channels, channels, bias=bias)
+        self.dwc = None if kernel_size is None else nn.Conv2d(d, d, kernel_size, padding=kernel_size // 2, groups=d)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        n, heads = h * w, self.heads
+        qkv = self.qkv(x.flatten(2).transpose(1, 2)).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = F.relu(q), F.relu(k)
+        q_norm, k_norm = q.norm(dim=-1, keepdim=True), k.norm(dim=-1, keepdim=True)
+        q, k = q**self.p, k**self.p
+        tiny = torch.finfo(q.dtype).tiny
+        q = q / q.norm(dim=-1, keepdim=True).clamp_min(tiny) * q_norm
+        k = k / k.norm(dim=-1, keepdim=True).clamp_min(tiny) * k_norm
+        z = 1 / (q @ k.sum(dim=-2, keepdim=True).transpose(-2, -1) + self.eps)
+        o = q @ (k.transpose(-2, -1) @ v) * z
+        if self.dwc is not None:
+            o = o + self.dwc(v.transpose(-2, -1).reshape(b * heads, -1, h, w)).reshape(b, heads, -1, n).transpose(-2, -1)
+        o = self.proj(o.transpose(1, 2).reshape(b, n, c))
+        return x + o.transpose(1, 2).reshape(b, c, h, w)
+
+
+@_reference("flatten")
+def _flatten(m):
+    _require(m, scale=None, norm="head", key_position=None)
+    ref = FLattenRef(m.channels, m.heads, m.focusing_factor, m.kernel_size, m.bias, m.eps)
+    _copy(ref, m)
+    return ref
+
+
 def _name_of(module: nn.Module) -> str:
     for name in attncourse.available():
         if type(module) is attncourse.get(name):
