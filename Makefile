@@ -54,14 +54,16 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tools/benchmark.py
 
-# Re-run the parts' side-by-side comparisons (5 seeds each, a few minutes) and store their results
-# in attncourse/results/, which the closing sections load. A maintainer's command: it rewrites
-# tracked files, so neither `book` nor `test` calls it.
+# Re-run the parts' side-by-side comparisons (5 seeds each, a few minutes) and Part IV's cost sweep
+# (about 2 minutes), and store their results in attncourse/results/, which the chapters load.
+# A maintainer's command: it rewrites tracked files, so neither `book` nor `test` calls it.
 results: $(STAMP)
 	$(BIN)/python -m attncourse.experiments channel --seeds 0 1 2 3 4
 	$(BIN)/python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
 	$(BIN)/python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
+	$(BIN)/python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
+	$(BIN)/python -m attncourse.linear.sweep
 
 clean:
 	rm -rf build

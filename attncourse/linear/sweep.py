@@ -37,7 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..cost import peak_memory, time_forward
 from .kernel import elu_feature_map, kernel_attention
 
-__all__ = ["FORMS", "NS", "MEMORY", "step", "flops", "measure", "sweep", "targets", "results_path", "save", "load"]
+__all__ = ["FORMS", "NS", "MEMORY", "step", "flops", "measure", "sweep", "slope", "crossover", "targets", "results_path", "save", "load"]
 
 #: The token counts of the full sweep: 64 · 2^k up to 16,384 (an 8 × 8 to a 128 × 128 map).
 NS = tuple(64 * 2**k for k in range(9))
@@ -136,6 +136,24 @@ def sweep(
                 print(f"  {'fwd+bwd' if backward else 'forward'} {f:>9} N={n:>6}: "
                       f"{m['seconds'] * 1e3:9.2f} ms {m['bytes'] / 2**20:10.2f} MiB", flush=True)
     return out
+
+
+def slope(ns: Sequence[float], values: Sequence[float]) -> float:
+    """The least-squares slope of log(value) against log(N): p for a cost that grows as N^p."""
+    xs = torch.log(torch.as_tensor(ns, dtype=torch.float64))
+    ys = torch.log(torch.as_tensor(values, dtype=torch.float64))
+    xs, ys = xs - xs.mean(), ys - ys.mean()
+    return float((xs * ys).sum() / (xs * xs).sum())
+
+
+def crossover(ns: Sequence[int], slow: Sequence[float], fast: Sequence[float]) -> int | None:
+    """The smallest N in ``ns`` from which ``fast`` takes less time than ``slow`` at that N and at
+    every larger one (timings are noisy: a single win followed by a loss is not a crossover);
+    ``None`` if there is none."""
+    for i, n in enumerate(ns):
+        if all(f < s for s, f in zip(slow[i:], fast[i:])):
+            return n
+    return None
 
 
 def targets(*, n: int = 16384, d: int = 64, repeats: int = 5) -> dict[str, Any]:
