@@ -508,6 +508,46 @@ def _danet(m):
     return ref
 
 
+class ExternalAttentionRef(nn.Module):
+    """The official External_attention block (MenghaoGuo/EANet, model_torch.py): 1x1 conv,
+    Conv1d(C, S) as M_k, softmax over the positions, division by the sum over the memory units
+    (+1e-9), Conv1d(S, C) as M_v, 1x1 conv (no bias) + BN, residual, ReLU. (The official M_v is
+    a view of M_k's storage; here, as in the package, two separate weights.)"""
+
+    def __init__(self, channels: int, units: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        self.linear_0 = nn.Conv1d(channels, units, 1, bias=False)
+        self.linear_1 = nn.Conv1d(units, channels, 1, bias=False)
+        self.conv2 = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        idn = x
+        x = self.conv1(x)
+        b, c, h, w = x.size()
+        x = x.view(b, c, h * w)
+        attn = self.linear_0(x)
+        attn = F.softmax(attn, dim=-1)
+        attn = attn / (self.eps + attn.sum(dim=1, keepdim=True))
+        x = self.linear_1(attn).view(b, c, h, w)
+        x = self.conv2(x)
+        return F.relu(x + idn)
+
+
+@_reference("external")
+def _external(m):
+    _require(m, relu=True)
+    ref = ExternalAttentionRef(m.channels, m.memory_units, m.eps)
+    with torch.no_grad():
+        ref.conv1.load_state_dict(m.conv1.state_dict())
+        ref.linear_0.weight.copy_(m.m_k.unsqueeze(-1))  # M_k: (S, C, 1)
+        ref.linear_1.weight.copy_(m.m_v.t().unsqueeze(-1))  # M_vᵀ: (C, S, 1)
+        ref.conv2[0].load_state_dict(m.conv2.state_dict())
+        ref.conv2[1].load_state_dict(m.bn.state_dict())
+    return ref
+
+
 class FLattenRef(nn.Module):
     """Focused linear attention as the official code writes it (LeapLabTHU/FLatten-Transformer,
     models/flatten_swin.py ``FocusedLinearAttention.forward`` after commit e205a01: qkv Linear,
