@@ -592,6 +592,38 @@ def _flatten(m):
     return ref
 
 
+class LinearAttentionRef(nn.Module):
+    """Linear attention as fast-transformers writes it (idiap/fast-transformers,
+    fast_transformers/attention/linear_attention.py): elu + 1 features, einsum for KV = Σ φ(K)Vᵀ,
+    Z = 1 / (φ(Q)·Σ φ(K) + eps), and one einsum for φ(Q) KV Z; layout (batch, positions, heads, d).
+    Around it: one qkv Linear on the flattened positions, the proj Linear, the residual."""
+
+    def __init__(self, channels: int, heads: int, bias: bool, eps: float) -> None:
+        super().__init__()
+        self.heads, self.eps = heads, eps
+        self.qkv = nn.Linear(channels, 3 * channels, bias=bias)
+        self.proj = nn.Linear(channels, channels, bias=bias)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        qkv = self.qkv(x.flatten(2).transpose(1, 2)).reshape(b, h * w, 3, self.heads, c // self.heads)
+        q, k, v = qkv.unbind(2)
+        q, k = F.elu(q) + 1, F.elu(k) + 1
+        kv = torch.einsum("nshd,nshm->nhmd", k, v)
+        z = 1 / (torch.einsum("nlhd,nhd->nlh", q, k.sum(dim=1)) + self.eps)
+        o = torch.einsum("nlhd,nhmd,nlh->nlhm", q, kv, z)
+        o = self.proj(o.reshape(b, h * w, c))
+        return x + o.transpose(1, 2).reshape(b, c, h, w)
+
+
+@_reference("linear")
+def _linear(m):
+    _require(m, feature_map="elu")
+    ref = LinearAttentionRef(m.channels, m.heads, m.bias, m.eps)
+    _copy(ref, m)
+    return ref
+
+
 def _name_of(module: nn.Module) -> str:
     for name in attncourse.available():
         if type(module) is attncourse.get(name):
