@@ -25,7 +25,7 @@ from .selfattn import (
     NonLocalBlock,
     PositionAttention,
 )
-from .linear import LinearAttention2d
+from .linear import ExternalAttention, FocusedLinearAttention2d, LinearAttention2d
 from .cost import count_flops, count_parameters
 from .layers import Gate
 from .show import show_source
@@ -54,6 +54,8 @@ __all__ = [
     "DualAttention",
     "CrissCrossAttention",
     "LinearAttention2d",
+    "ExternalAttention",
+    "FocusedLinearAttention2d",
     "count_parameters",
     "count_flops",
     "show_source",
