@@ -263,3 +263,12 @@ def test_half_softmax_over_65536_positions_needs_float32():
     a32 = torch.softmax(logits, dim=-2)
     assert (a16.float() - a32).abs().max() / a32.max() > 1e-3
     assert (DoubleNormalise()(logits.half()).float() - DoubleNormalise()(logits)).abs().max() < 1e-3
+
+
+def test_an_in_place_relu_after_the_module_does_not_break_backward():
+    # TinyNet's blocks apply ReLU(inplace=True) to the module's output; F.relu would have saved
+    # that output for its backward, and the in-place op would invalidate it
+    m = ExternalAttention(8)
+    x = torch.randn(2, 8, 3, 4, requires_grad=True)
+    torch.relu_(m(x)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

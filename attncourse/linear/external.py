@@ -41,7 +41,7 @@ class DoubleNormalise(nn.Module):
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         t = logits.transpose(-2, -1)  # (..., S, N): a view; contiguous when forward made the logits
         a = F.softmax(t, dim=-1, dtype=_accumulator(logits.dtype))  # α̃: softmax over the N positions
-        a = a / (a.sum(dim=-2, keepdim=True) + self.eps)  # α: ℓ1 over the S memory units
+        a = a * (a.sum(dim=-2, keepdim=True) + self.eps).reciprocal()  # α: ℓ1 over the S units (one division per position)
         return a.to(logits.dtype).transpose(-2, -1)  # back to (..., N, S), a view
 
     def extra_repr(self) -> str:
@@ -164,7 +164,10 @@ class ExternalAttention(nn.Module):
         out = torch.bmm(m_v, rearrange(a, "b 1 n s -> b s n"))  # F_out = A M_v, eq. (4), as (B, C, N)
         out = self.bn(self.conv2(out.view_as(f)))  # BN(W_2 F_out)
         out = x + out  # the residual
-        return F.relu(out) if self.relu else out
+        # ReLU as a threshold at 0: the same values and backward kernel as F.relu, but its backward
+        # keeps its input, not its output, so an in-place op after the module (TinyNet's
+        # ReLU(inplace=True)) cannot invalidate it
+        return F.threshold(out, 0.0, 0.0) if self.relu else out
 
     def extra_repr(self) -> str:
         return (
