@@ -1,5 +1,5 @@
-"""External Attention against eqs. (3)-(5) of Guo et al. (TPAMI 2022, arXiv:2105.02358) and the
-official block of MenghaoGuo/EANet (model_torch.py, External_attention)."""
+"""External Attention (Guo et al., TPAMI 2022, arXiv:2105.02358) against the equations (a)-(c) of its
+docstring and the official block of MenghaoGuo/EANet (model_torch.py, External_attention)."""
 
 import math
 
@@ -16,8 +16,8 @@ from attncourse.plot import capture_gates
 
 
 def naive_external(x, m, *, norm="double", training=False):
-    """The official block, one image and one position at a time: W_1 x + b_1, eq. (3) with the
-    double normalisation (5) written with explicit exp and sums, eq. (4), W_2, BN, residual, ReLU.
+    """The official block, one image and one position at a time: W_1 x + b_1, eq. (a) with the
+    double normalisation (c) written with explicit exp and sums, eq. (b), W_2, BN, residual, ReLU.
     ``norm="memory"``: a single softmax over the S units (the normalisation the paper replaces);
     ``norm="positions"``: the softmax over N only, without the ℓ1 step."""
     w1, b1 = m.conv1.weight[:, :, 0, 0].detach(), m.conv1.bias.detach()
@@ -37,7 +37,7 @@ def naive_external(x, m, *, norm="double", training=False):
             a = e / e.sum(dim=0, keepdim=True)  # α̃: softmax over the positions, per unit
             if norm == "double":
                 a = a / (a.sum(dim=1, keepdim=True) + m.eps)  # α: ℓ1 over the units, per position
-        out = a @ mv  # F_out = A M_v: (N, C)
+        out = a @ mv  # F_out = A M_v, (b): (N, C)
         out = out @ w2.T  # W_2
         y[b] = out.T.reshape(C, H, W)
     bn = m.bn

@@ -24,7 +24,7 @@ EA_EPS = 1e-9
 
 
 class DoubleNormalise(nn.Module):
-    """The double normalisation of External Attention (eq. (5) of the paper), on logits laid out
+    """The double normalisation of External Attention (eq. (c) below), on logits laid out
     ``(..., N, S)`` (positions, memory units): a softmax over the N positions for each memory unit
     (``dim=-2``), then an ℓ1 normalisation over the S units for each position (``dim=-1``)::
 
@@ -54,19 +54,19 @@ class ExternalAttention(nn.Module):
     shared by all samples, inside the official block ``ReLU(x + BN(W_2 EA(W_1 x + b_1)))``.
 
     Paper: M.-H. Guo, Z.-N. Liu, T.-J. Mu, S.-M. Hu, "Beyond Self-attention: External Attention
-    using Two Linear Layers for Visual Tasks", IEEE TPAMI 45(5), 2023 (online 2022),
+    using Two Linear Layers for Visual Tasks", IEEE TPAMI (online 2022, in an issue of 2023),
     arXiv:2105.02358. Official code: MenghaoGuo/EANet, ``model_torch.py``, ``External_attention``.
 
-    Equations (arXiv v2, section 3.2), with the tokens F = rearrange(W_1 x + b_1, "b c h w -> b (h w) c")
+    Equations (section 3 of the paper; its equation numbers could not be checked, so they are
+    labelled (a)-(c) here), with the tokens F = rearrange(W_1 x + b_1, "b c h w -> b (h w) c")
     (N × C per image) and the memories M_k, M_v ∈ R^{S×C}::
 
-        (3)  A = (α)_{i,j} = Norm(F M_kᵀ)          A: N × S
-        (4)  F_out = A M_v                          F_out: N × C
-        (5)  α̃_ij = exp(α_ij) / Σ_k exp(α_kj)      softmax over the N positions (per unit j)
+        (a)  A = (α)_{i,j} = Norm(F M_kᵀ)          A: N × S
+        (b)  F_out = A M_v                          F_out: N × C
+        (c)  α̃_ij = exp(α_ij) / Σ_k exp(α_kj)      softmax over the N positions (per unit j)
              α_ij = α̃_ij / Σ_k α̃_ik                ℓ1 over the S units (per position i)
 
-    Block (the official code's; the paper's figure shows the same): 1×1 conv W_1 (C → C, with
-    bias), EA, 1×1 conv W_2 (C → C, no bias), BatchNorm, the residual, ReLU. Cost linear in N:
+    Block (the official code's, around the two memories): 1×1 conv W_1 (C → C, with bias), EA, 1×1 conv W_2 (C → C, no bias), BatchNorm, the residual, ReLU. Cost linear in N:
     ``2NSC`` multiply-adds for the two memory products (two ``Conv1d(k=1)`` in the official code),
     ``2NC²`` for the two 1×1 convolutions.
 
@@ -132,7 +132,7 @@ class ExternalAttention(nn.Module):
         self.conv1 = nn.Conv2d(c, c, 1)  # W_1, b_1: the first 1×1 convolution
         self.m_k = nn.Parameter(torch.empty(s, c))  # M_k ∈ R^{S×C}
         self.m_v = nn.Parameter(torch.empty(s, c))  # M_v ∈ R^{S×C}
-        self.gate = Gate(DoubleNormalise(self.eps), kind="attention")  # Norm of (3): eq. (5)
+        self.gate = Gate(DoubleNormalise(self.eps), kind="attention")  # Norm of (a): eq. (c)
         self.conv2 = nn.Conv2d(c, c, 1, bias=False)  # W_2
         self.bn = nn.BatchNorm2d(c)
         std = math.sqrt(2.0 / c)  # the official normal_(0, sqrt(2/n)), n = output channels
@@ -145,11 +145,11 @@ class ExternalAttention(nn.Module):
         nn.init.zeros_(self.bn.bias)
 
     def _attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A of eq. (3) as ``(B, 1, N, S)`` and the tokens' map ``W_1 x + b_1``."""
+        """A of eq. (a) as ``(B, 1, N, S)`` and the tokens' map ``W_1 x + b_1``."""
         f = self.conv1(x)  # W_1 x + b_1: (B, C, H, W)
         m_k = self.m_k.expand(f.shape[0], -1, -1)  # (B, S, C): one M_k for every sample, no copy
         logits = torch.bmm(m_k, rearrange(f, "b c h w -> b c (h w)"))  # (F M_kᵀ)ᵀ: (B, S, N)
-        a = self.gate(rearrange(logits, "b s n -> b 1 n s"))  # A = Norm(F M_kᵀ), eq. (5): (B, 1, N, S)
+        a = self.gate(rearrange(logits, "b s n -> b 1 n s"))  # A = Norm(F M_kᵀ), eqs. (a), (c): (B, 1, N, S)
         return a, f
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,7 +161,7 @@ class ExternalAttention(nn.Module):
         check_input(self, x, self.channels)
         a, f = self._attention(x)
         m_v = self.m_v.t().expand(x.shape[0], -1, -1)  # (B, C, S)
-        out = torch.bmm(m_v, rearrange(a, "b 1 n s -> b s n"))  # F_out = A M_v, eq. (4), as (B, C, N)
+        out = torch.bmm(m_v, rearrange(a, "b 1 n s -> b s n"))  # F_out = A M_v, eq. (b), as (B, C, N)
         out = self.bn(self.conv2(out.view_as(f)))  # BN(W_2 F_out)
         out = x + out  # the residual
         # ReLU as a threshold at 0: the same values and backward kernel as F.relu, but its backward
