@@ -2,7 +2,8 @@
 
 ``kernel_attention(phi_q, phi_k, v)`` is softmax attention with the exponential kernel replaced by
 a dot product of feature maps, ``sim(q, k) = φ(q)ᵀ φ(k)``, computed in the order that costs
-O(N d²) instead of O(N² d) (Katharopoulos et al., ICML 2020, arXiv:2006.16236, eqs. (4)-(6))::
+O(N d²) instead of O(N² d) (Katharopoulos et al., ICML 2020, arXiv:2006.16236, eqs. (4)-(6) as
+numbered in the chapter; not checked against the ICML PDF)::
 
     V'_i = φ(Q_i)ᵀ (Σ_j φ(K_j) V_jᵀ) / (φ(Q_i)ᵀ Σ_j φ(K_j) + ε)
 
@@ -69,7 +70,7 @@ def kernel_attention(
     if not causal:
         s = k.transpose(-2, -1) @ v  # S = Σ_j φ(K_j) V_jᵀ: (..., d, e)
         z = k.sum(dim=-2, keepdim=True).transpose(-2, -1)  # Z = Σ_j φ(K_j): (..., d, 1)
-        out = (q @ s) / (q @ z + eps)  # φ(Q_i)ᵀ S / (φ(Q_i)ᵀ Z + ε)
+        out = (q @ s) * (q @ z + eps).reciprocal()  # φ(Q_i)ᵀ S / (φ(Q_i)ᵀ Z + ε): N divisions, not N·e
     else:
         s = torch.einsum("...nd,...ne->...nde", k, v).cumsum(dim=-3)  # S_i for every i: (..., N, d, e)
         z = k.cumsum(dim=-2)  # Z_i: (..., N, d)

@@ -28,14 +28,17 @@ class LinearAttention2d(nn.Module):
     Paper: A. Katharopoulos, A. Vyas, N. Pappas, F. Fleuret, "Transformers are RNNs: Fast
     Autoregressive Transformers with Linear Attention", ICML 2020 (PMLR 119), arXiv:2006.16236.
 
-    Equations (section 3.2), per head, with d = C / h and Q = T W^Q, K = T W^K, V = T W^V::
+    Equations (section 3.2; numbered as we read the arXiv version, not checked against the ICML
+    PDF), per head, with d = C / h and Q = T W^Q, K = T W^K, V = T W^V::
 
-        (2)  V'_i = Σ_j sim(Q_i, K_j) V_j / Σ_j sim(Q_i, K_j)
+        (3)  V'_i = Σ_j sim(Q_i, K_j) V_j / Σ_j sim(Q_i, K_j)
         (4)  sim(q, k) = φ(q)ᵀ φ(k)
-        (6)  V'_i = φ(Q_i)ᵀ (Σ_j φ(K_j) V_jᵀ) / (φ(Q_i)ᵀ Σ_j φ(K_j))
+        (5)  V'_i = φ(Q_i)ᵀ (Σ_j φ(K_j) V_jᵀ) / (φ(Q_i)ᵀ Σ_j φ(K_j))
+        (6)  (φ(Q) φ(K)ᵀ) V = φ(Q) (φ(K)ᵀ V)
         (7)  φ(x) = elu(x) + 1
 
-    Eq. (6) costs O(N d²) per head instead of softmax attention's O(N² d): the d × d state
+    Eq. (5), by the associativity (6), costs O(N d²) per head instead of softmax attention's
+    O(N² d): the d × d state
     ``Σ_j φ(K_j) V_jᵀ`` is formed once and every query reads it. The heads are concatenated and
     projected by W^O, as in multi-head attention. The module is non-causal (every position sees
     every other, as on images); the causal form is ``attncourse.linear.kernel_attention(...,
@@ -53,7 +56,7 @@ class LinearAttention2d(nn.Module):
 
     Numerical care: φ, the sums and the state run in float32 when the input is float16 or
     bfloat16 (``Σ_j φ(K_j)`` over 65,536 positions overflows float16's 65,504; elu(x) + 1
-    rounds to exactly 0 in bfloat16 for x ≲ -8), and the result is cast back.
+    rounds to exactly 0 for x ≲ -6.2 in bfloat16, x ≲ -8.3 in float16), and the result is cast back.
 
     Identity at initialisation: W^O (``proj``, weight and bias) starts at zero, as in Part III's
     :class:`~attncourse.selfattn.MultiHeadSelfAttention2d`, so the module returns x; ``qkv`` starts
@@ -84,7 +87,7 @@ class LinearAttention2d(nn.Module):
         self.head_dim = self.channels // self.heads
         self.qkv = nn.Linear(channels, 3 * channels, bias=self.bias)  # [W^Q; W^K; W^V], heads side by side
         self.proj = nn.Linear(channels, channels, bias=self.bias)  # W^O
-        self.gate = Gate(RowNormalise(self.eps), kind="attention")  # the normaliser of (6), used by attention(x)
+        self.gate = Gate(RowNormalise(self.eps), kind="attention")  # the normaliser of (5), used by attention(x)
         nn.init.xavier_uniform_(self.qkv.weight)
         nn.init.zeros_(self.proj.weight)  # W^O = 0: the module starts as the identity
         if self.bias:
@@ -93,11 +96,15 @@ class LinearAttention2d(nn.Module):
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """φ(Q), φ(K) (in float32 for half inputs) and V of every head, each ``(B, h, N, d)``."""
+        c = self.channels
         t = rearrange(x, "b c h w -> b (h w) c")  # the tokens T: one per position
-        q, k, v = rearrange(self.qkv(t), "b n (three h d) -> three b h n d", three=3, h=self.heads)
-        phi = FEATURE_MAPS[self.feature_map]
-        acc = _accumulator(x.dtype)
-        return phi(q.to(acc)), phi(k.to(acc)), v  # (7): φ(Q), φ(K)
+        qkv = self.qkv(t)  # [Q | K | V]: (B, N, 3C)
+        # (7): φ(Q), φ(K), applied before the split into heads, on rows laid out in memory order
+        # (φ is element-wise, so where the heads are split does not matter; its backward is faster here)
+        qk = FEATURE_MAPS[self.feature_map](qkv[..., : 2 * c].to(_accumulator(x.dtype)))
+        q, k = rearrange(qk, "b n (two h d) -> two b h n d", two=2, h=self.heads)
+        v = rearrange(qkv[..., 2 * c :], "b n (h d) -> b h n d", h=self.heads)
+        return q, k, v
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The implicit weights of every head, ``(B, h, H*W, H*W)``, rows summing to 1 (up to ε)."""
@@ -108,7 +115,7 @@ class LinearAttention2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
         q, k, v = self._features(x)
-        o = kernel_attention(q, k, v, eps=self.eps)  # (6), per head: (B, h, N, d), in x's dtype
+        o = kernel_attention(q, k, v, eps=self.eps)  # (5), per head: (B, h, N, d), in x's dtype
         o = self.proj(rearrange(o, "b h n d -> b n (h d)"))  # Concat(heads) W^O
         return x + rearrange(o, "b (h w) c -> b c h w", h=x.shape[2])
 
