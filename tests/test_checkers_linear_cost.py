@@ -86,3 +86,12 @@ def test_crossover():
         "other": (lambda ns, slow, fast: 7, "it returned 7"),
     })
     assert not ex.check_crossover(swapped)
+
+
+def test_a_stub_whose_body_is_dots_is_not_attempted():
+    def stub(*args):
+        ...
+
+    for check in (ex.check_slope, ex.check_crossover):
+        fb = check(stub)
+        assert not fb and not fb.attempted, fb.message

@@ -92,3 +92,11 @@ def test_entropy():
         "other": (lambda w: torch.tensor(0.5), "instead of"),
         "raises": (lambda w: 1 / 0, "ZeroDivisionError"),
     })
+
+
+def test_a_stub_whose_body_is_dots_is_not_attempted():
+    def stub(weights):
+        ...
+
+    fb = ex.check_entropy(stub)
+    assert not fb and not fb.attempted, fb.message

@@ -141,6 +141,8 @@ def check_entropy(fn: Callable[[torch.Tensor], Any]) -> Feedback:
         got, fb = run_answer(fn, w.clone(), what=what)
         if fb is not None:
             return fb
+        if is_unanswered(got):  # a body of `...` returns None
+            return not_attempted(what)
         want = _entropy(w)
         try:
             got_t = torch.as_tensor(got, dtype=torch.float64)
