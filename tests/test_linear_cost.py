@@ -29,6 +29,15 @@ def test_linear_and_external_steps_are_their_equations():
     torch.testing.assert_close(sweep.step("external", 8)(q.float(), k.float(), v.float()), a @ mv)
 
 
+def test_focused_step_is_flattens_attention_without_its_convolution():
+    from attncourse.linear.flatten import focusing_function
+
+    q, k, v = torch.randn(3, 1, 1, 40, 8, dtype=torch.float64).unbind(0)
+    phi = lambda x: focusing_function(torch.relu(x), 3)  # noqa: E731
+    sim = phi(q) @ phi(k).transpose(-2, -1)
+    torch.testing.assert_close(sweep.step("focused", 8)(q, k, v), sim / (sim.sum(-1, keepdim=True) + 1e-6) @ v)
+
+
 def test_unknown_form_is_refused():
     with pytest.raises(ValueError, match="expected a form"):
         sweep.step("flash")
@@ -38,7 +47,7 @@ def test_unknown_form_is_refused():
 def test_flop_counts_are_the_chapter_formulas(n):
     d, s = 32, sweep.MEMORY
     assert sweep.flops("naive", n, d) == sweep.flops("sdpa", n, d) == 4 * n * n * d
-    assert sweep.flops("linear", n, d) == 4 * n * d * d + 2 * n * d
+    assert sweep.flops("linear", n, d) == sweep.flops("focused", n, d) == 4 * n * d * d + 2 * n * d
     assert sweep.flops("external", n, d) == 4 * n * s * d
 
 

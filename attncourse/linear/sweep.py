@@ -8,7 +8,10 @@ Time and peak memory of one attention step, ``(N, d)`` queries, keys and values 
   kernel that works through the keys in blocks and never holds the N × N matrix;
 - ``"linear"``: ``kernel_attention(φ(Q), φ(K), V)`` with φ = elu + 1 (Katharopoulos et al. 2020);
 - ``"external"``: External Attention's step on the queries alone, ``Norm(Q M_kᵀ) M_v`` with
-  S = 64 memory units (Guo et al. 2022): softmax over the N positions, then ℓ1 over the units.
+  S = 64 memory units (Guo et al. 2022): softmax over the N positions, then ℓ1 over the units;
+- ``"focused"``: FLatten's focused linear attention (Han et al. 2023), ``kernel_attention`` with
+  φ_p = f_3(ReLU(·)); without its depthwise convolution on V, which needs the 2-D map (it adds
+  2 · k² · N · d FLOPs, linear in N).
 
 Timings depend on the machine and its load: they are never asserted in tests. The chapter runs a
 reduced sweep live and loads the full one, stored by a maintainer's command::
@@ -35,6 +38,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..cost import peak_memory, time_forward
+from .flatten import focusing_function
 from .kernel import elu_feature_map, kernel_attention
 
 __all__ = ["FORMS", "NS", "MEMORY", "step", "flops", "measure", "sweep", "slope", "crossover", "targets", "results_path", "save", "load"]
@@ -59,6 +63,10 @@ def _linear(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return kernel_attention(elu_feature_map(q), elu_feature_map(k), v)
 
 
+def _focused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return kernel_attention(focusing_function(F.relu(q), 3), focusing_function(F.relu(k), 3), v)
+
+
 def _external(memory_k: torch.Tensor, memory_v: torch.Tensor) -> Step:
     def step_(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         a = torch.softmax(q @ memory_k.transpose(-2, -1), dim=-2)  # (N, S): softmax over the N positions
@@ -69,7 +77,7 @@ def _external(memory_k: torch.Tensor, memory_v: torch.Tensor) -> Step:
 
 
 #: The forms of the sweep, in the order of the plots.
-FORMS = ("naive", "sdpa", "linear", "external")
+FORMS = ("naive", "sdpa", "linear", "focused", "external")
 
 
 def step(form: str, d: int = 64, *, generator: torch.Generator | None = None) -> Step:
@@ -77,7 +85,7 @@ def step(form: str, d: int = 64, *, generator: torch.Generator | None = None) ->
     if form == "external":
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         return _external(torch.randn(MEMORY, d, generator=g) * d**-0.5, torch.randn(MEMORY, d, generator=g))
-    steps = {"naive": _naive, "sdpa": _sdpa, "linear": _linear}
+    steps = {"naive": _naive, "sdpa": _sdpa, "linear": _linear, "focused": _focused}
     if form not in steps:
         raise ValueError(f"sweep.step expected a form in {list(FORMS)}, got {form!r}")
     return steps[form]
