@@ -102,8 +102,8 @@ def test_attention_is_what_forward_applies():
     a = m.attention(x)
     assert a.shape == (2, 4, 28, 28) and (a >= 0).all()
     torch.testing.assert_close(a.sum(-1), torch.ones(2, 4, 28, dtype=torch.float64))
-    _, _, v = m._features(x)
-    o = (a @ v).transpose(1, 2).reshape(2, 28, 16)  # Concat(heads)
+    _, _, v = m._features(x)  # (B, N, h, d)
+    o = (a @ v.transpose(1, 2)).transpose(1, 2).reshape(2, 28, 16)  # Concat(heads)
     torch.testing.assert_close(m(x), x + m.proj(o).transpose(1, 2).reshape_as(x))
 
 
@@ -165,7 +165,7 @@ def test_eps_guards_all_zero_relu_features():
         m.qkv.weight[:4] = 0
         m.qkv.bias[:4] = -1
     x = torch.randn(1, 4, 3, 3, dtype=torch.float64)
-    q, k, v = m._features(x)
+    q, k, v = (t.transpose(1, 2) for t in m._features(x))  # (B, h, N, d)
     assert (q == 0).all()
     torch.testing.assert_close(kernel_attention(q, k, v), torch.zeros_like(v))  # 0 / ε = 0
     assert kernel_attention(q, k, v, eps=0.0).isnan().all()  # 0 / 0 without ε
@@ -241,3 +241,16 @@ def test_bad_input():
     with pytest.raises(ValueError, match="LinearAttention2d"):
         m(torch.randn(1, 4, 3, 3))
     assert math.isclose(m.eps, 1e-6)
+
+
+def test_kernel_attention_heads_is_kernel_attention_in_the_projections_layout():
+    from attncourse.linear.kernel import kernel_attention_heads
+
+    g = torch.Generator().manual_seed(5)
+    q, k = (torch.rand(2, 30, 3, 4, generator=g, dtype=torch.float64) for _ in range(2))
+    k = k[:, :20]
+    v = torch.randn(2, 20, 3, 5, generator=g, dtype=torch.float64)
+    want = kernel_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(kernel_attention_heads(q, k, v), want)
+    half = kernel_attention_heads(q.half(), k.half(), v.half())
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()

@@ -4,7 +4,7 @@ from .external import *  # noqa: F401,F403
 from .external import __all__ as _external_all
 from .flatten import *  # noqa: F401,F403
 from .flatten import __all__ as _flatten_all
-from .kernel import EPS, RowNormalise, elu_feature_map, kernel_attention, kernel_weights
+from .kernel import EPS, RowNormalise, elu_feature_map, kernel_attention, kernel_attention_heads, kernel_weights
 from .linear import FEATURE_MAPS, LinearAttention2d
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "RowNormalise",
     "elu_feature_map",
     "kernel_attention",
+    "kernel_attention_heads",
     "kernel_weights",
     "FEATURE_MAPS",
     "LinearAttention2d",

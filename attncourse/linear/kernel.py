@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["elu_feature_map", "kernel_attention", "kernel_weights", "RowNormalise", "EPS"]
+__all__ = ["elu_feature_map", "kernel_attention", "kernel_attention_heads", "kernel_weights", "RowNormalise", "EPS"]
 
 #: The ε added to the normaliser φ(Q_i)ᵀ Σ_j φ(K_j): fast-transformers' value (``eps=1e-6`` in
 #: ``fast_transformers/attention/linear_attention.py``). It matters only when a query's features
@@ -77,6 +77,26 @@ def kernel_attention(
         num = torch.einsum("...nd,...nde->...ne", q, s)
         out = num / ((q * z).sum(dim=-1, keepdim=True) + eps)
     return out.to(dtype)
+
+
+def kernel_attention_heads(
+    phi_q: torch.Tensor, phi_k: torch.Tensor, v: torch.Tensor, *, eps: float = EPS
+) -> torch.Tensor:
+    """:func:`kernel_attention` (non-causal) on the layout that multi-head projections produce,
+    ``(B, N, h, d), (B, M, h, d), (B, M, h, e) -> (B, N, h, e)``: positions before heads, as
+    fast-transformers lays them out. The same numbers as
+    ``kernel_attention(*(rearrange(t, "b n h d -> b h n d") for t in (phi_q, phi_k, v)))`` moved
+    back, without the two copies that moving the heads in front of the positions and back costs
+    (the output goes straight into W^O in this layout); tested equal.
+    """
+    dtype = v.dtype
+    acc = _accumulator(dtype)
+    q, k, v = phi_q.to(acc), phi_k.to(acc), v.to(acc)
+    s = torch.einsum("bmhd,bmhe->bhed", k, v)  # S = Σ_j φ(K_j) V_jᵀ per head, stored as Sᵀ (e × d)
+    z = 1 / (torch.einsum("bnhd,bhd->bnh", q, k.sum(dim=1)) + eps)  # 1 / (φ(Q_i)ᵀ Z + ε), Z = Σ_j φ(K_j)
+    # φ(Q_i)ᵀ S / (φ(Q_i)ᵀ Z + ε); Sᵀ and the order of the operands are fast-transformers', which
+    # lets einsum pick the faster products (measured: 4 % of the module's time at 8 x 256 x 28 x 28)
+    return torch.einsum("bnhd,bhed,bnh->bnhe", q, s, z).to(dtype)
 
 
 def kernel_weights(phi_q: torch.Tensor, phi_k: torch.Tensor, *, eps: float = EPS) -> torch.Tensor:

@@ -11,7 +11,7 @@ from torch import nn
 from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
 from .._registry import register
 from ..layers import Gate
-from .kernel import EPS, RowNormalise, _accumulator, elu_feature_map, kernel_attention
+from .kernel import EPS, RowNormalise, _accumulator, elu_feature_map, kernel_attention_heads
 
 __all__ = ["LinearAttention2d", "FEATURE_MAPS"]
 
@@ -95,28 +95,26 @@ class LinearAttention2d(nn.Module):
             nn.init.zeros_(self.proj.bias)
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """φ(Q), φ(K) (in float32 for half inputs) and V of every head, each ``(B, h, N, d)``."""
-        c = self.channels
+        """φ(Q), φ(K) (in float32 for half inputs) and V of every head, each ``(B, N, h, d)``:
+        positions before heads, as the projection lays them out (views, no copies)."""
         t = rearrange(x, "b c h w -> b (h w) c")  # the tokens T: one per position
-        qkv = self.qkv(t)  # [Q | K | V]: (B, N, 3C)
-        # (7): φ(Q), φ(K), applied before the split into heads, on rows laid out in memory order
-        # (φ is element-wise, so where the heads are split does not matter; its backward is faster here)
-        qk = FEATURE_MAPS[self.feature_map](qkv[..., : 2 * c].to(_accumulator(x.dtype)))
-        q, k = rearrange(qk, "b n (two h d) -> two b h n d", two=2, h=self.heads)
-        v = rearrange(qkv[..., 2 * c :], "b n (h d) -> b h n d", h=self.heads)
-        return q, k, v
+        q, k, v = rearrange(self.qkv(t), "b n (three h d) -> three b n h d", three=3, h=self.heads).unbind(0)
+        phi = FEATURE_MAPS[self.feature_map]
+        acc = _accumulator(x.dtype)
+        return phi(q.to(acc)), phi(k.to(acc)), v  # (7): φ(Q), φ(K)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The implicit weights of every head, ``(B, h, H*W, H*W)``, rows summing to 1 (up to ε)."""
         check_input(self, x, self.channels)
         q, k, _ = self._features(x)
-        return self.gate(q @ k.transpose(-2, -1)).to(x.dtype)  # φ(Q_i)ᵀφ(K_j), normalised over j
+        sim = torch.einsum("bnhd,bmhd->bhnm", q, k)  # φ(Q_i)ᵀφ(K_j) for every head
+        return self.gate(sim).to(x.dtype)  # normalised over j
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
         q, k, v = self._features(x)
-        o = kernel_attention(q, k, v, eps=self.eps)  # (5), per head: (B, h, N, d), in x's dtype
-        o = self.proj(rearrange(o, "b h n d -> b n (h d)"))  # Concat(heads) W^O
+        o = kernel_attention_heads(q, k, v, eps=self.eps)  # (5), per head: (B, N, h, d), in x's dtype
+        o = self.proj(rearrange(o, "b n h d -> b n (h d)"))  # Concat(heads) W^O
         return x + rearrange(o, "b (h w) c -> b c h w", h=x.shape[2])
 
     def extra_repr(self) -> str:
