@@ -17,7 +17,10 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["Feedback", "passed", "failed", "not_attempted", "is_unanswered", "compare_tensors", "match_mistake", "run_answer", "check_number"]
+__all__ = [
+    "Feedback", "passed", "failed", "not_attempted", "is_unanswered", "compare_tensors", "match_mistake", "judge_tensor",
+    "run_answer", "check_number",
+]
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,18 @@ def match_mistake(
             return failed(f"{what}: {message}{end}")
     return None
 
+
+def judge_tensor(
+    got: Any, expected: torch.Tensor, known: dict[str, torch.Tensor | None], *, what: str, end: str = ".",
+    atol: float = 1e-5, rtol: float = 1e-4,
+) -> Feedback | None:
+    """``None`` if the tensor answer ``got`` equals ``expected``; else feedback naming the first
+    typical mistake in ``known`` that it reproduces (:func:`match_mistake`), or else what differs
+    (:func:`compare_tensors`)."""
+    mistake = match_mistake(got, known, what=what, expected=expected, end=end)
+    if mistake is not None:
+        return mistake
+    return compare_tensors(got, expected, what=what, atol=atol, rtol=rtol)
 
 def check_number(answer: Any, expected: float, *, what: str, hints: dict[float, str] | None = None, rel: float = 1e-9) -> Feedback:
     """Check a numeric answer; ``hints`` maps known wrong answers to an explanation."""

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import Feedback, check_number, compare_tensors, match_mistake, passed, run_answer
+from . import Feedback, check_number, judge_tensor, passed, run_answer
 
 __all__ = ["check_block_parameters", "check_double_normalise", "check_external_core"]
 
@@ -102,12 +102,9 @@ def check_double_normalise(fn: Callable[..., Any]) -> Feedback:
             "that is one softmax over all N·S entries; the paper normalises the columns (softmax over N), then "
             "the rows (ℓ1 over S)": _double(logits, "joint"),
         }
-        fb = match_mistake(got, known, what=what, expected=expected, end=".")
+        fb = judge_tensor(got, expected, known, what=what)
         if fb is not None:
             return fb
-        bad = compare_tensors(got, expected, what=what)
-        if bad is not None:
-            return bad
     return passed(f"{what} takes the softmax over the positions, then divides each row by its sum over the units.")
 
 
@@ -139,10 +136,7 @@ def check_external_core(fn: Callable[..., Any]) -> Feedback:
                 _double(f @ m_k.T, "positions") @ m_v,
             "the residual F was added; the core returns A M_v (the block adds x after W_2 and BN)": expected + f,
         }
-        fb = match_mistake(got, known, what=what, expected=expected, end=".")
+        fb = judge_tensor(got, expected, known, what=what)
         if fb is not None:
             return fb
-        bad = compare_tensors(got, expected, what=what)
-        if bad is not None:
-            return bad
     return passed(f"{what} computes A = Norm(F M_kᵀ) with the double normalisation, then A M_v.")

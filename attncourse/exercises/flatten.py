@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from ..linear.flatten import focusing_function
-from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
+from . import Feedback, check_number, failed, judge_tensor, passed, run_answer
 
 __all__ = ["check_focusing", "check_rank_bound", "check_flatten_swin_parameters"]
 
@@ -58,12 +58,9 @@ def check_focusing(fn: Callable[..., Any]) -> Feedback:
                 x.norm() / xp.norm() * xp,
             "that is x unchanged: x^{**p} is the element-wise power x ** p, not p · x": x,
         }
-        fb = match_mistake(got, known, what=what, expected=expected, end=".")
+        fb = judge_tensor(got, expected, known, what=what, atol=1e-8, rtol=1e-6)
         if fb is not None:
             return fb
-        bad = compare_tensors(got, expected, what=what, atol=1e-8, rtol=1e-6)
-        if bad is not None:
-            return bad
     return passed(f"{what} keeps each row's norm, raises it to the power p and maps an all-zero row to 0.")
 
 

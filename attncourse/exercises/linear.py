@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
+from . import Feedback, check_number, failed, judge_tensor, passed, run_answer
 
 __all__ = ["check_causal_three_ways", "check_flop_ratio", "check_state_bytes"]
 
@@ -86,12 +86,9 @@ def check_causal_three_ways(loop: Callable[..., Any], cumsum: Callable[..., Any]
                 "like the numerator's S_i": ref(normalise="all"),
                 "φ was applied again: fq and fk are already the features φ(Q), φ(K)": ref(phi_again=True),
             }
-            fb = match_mistake(got, known, what=what, expected=expected, end=".")
+            fb = judge_tensor(got, expected, known, what=what, atol=1e-9, rtol=1e-7)
             if fb is not None:
                 return fb
-            bad = compare_tensors(got, expected, what=what, atol=1e-9, rtol=1e-7)
-            if bad is not None:
-                return bad
     if blank == 3:
         return Feedback(False, "Exercise 1: not attempted yet. Write the three functions and run the cell again.",
                         attempted=False)

@@ -12,7 +12,7 @@ import torch
 from einops import rearrange
 
 from ..selfattn.mhsa import MultiHeadSelfAttention2d
-from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
+from . import Feedback, check_number, failed, judge_tensor, passed, run_answer
 
 __all__ = ["check_attention_bytes", "check_mhsa_function", "check_query_map"]
 
@@ -120,12 +120,9 @@ def check_mhsa_function(fn: Callable[..., Any]) -> Feedback:
             "the tokens were flattened as (h w) and put back as (w h): the positions are scrambled":
                 ref(unflatten="w h"),
         }
-        fb = match_mistake(got, known, what=what, expected=expected, end=".")
+        fb = judge_tensor(got, expected, known, what=what)
         if fb is not None:
             return fb
-        bad = compare_tensors(got, expected, what=what)
-        if bad is not None:
-            return bad
     return passed(f"{what} equals MultiHeadSelfAttention2d: heads of width C/h, scale 1/sqrt(d), W^O, residual.")
 
 
@@ -164,10 +161,7 @@ def check_query_map(fn: Callable[..., Any]) -> Feedback:
             "that is the maximum over the heads; average them": a[:, :, q].amax(1).reshape(b, h, w),
             "that is head 0 only; average over all heads": a[:, 0, q].reshape(b, h, w),
         }
-        fb = match_mistake(got, known, what=what, expected=expected, end=".")
+        fb = judge_tensor(got, expected, known, what=what)
         if fb is not None:
             return fb
-        bad = compare_tensors(got, expected, what=what)
-        if bad is not None:
-            return bad
     return passed(f"{what} reads row i·W + j of the weights, averages the heads and reshapes to (H, W).")
