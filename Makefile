@@ -60,6 +60,7 @@ bench: $(STAMP)
 results: $(STAMP)
 	$(BIN)/python -m attncourse.experiments channel --seeds 0 1 2 3 4
 	$(BIN)/python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
+	$(BIN)/python -m attncourse.experiments hybrid2 --seeds 0 1 2 3 4
 	$(BIN)/python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
 	$(BIN)/python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models

@@ -13,6 +13,7 @@ Re-run a part (about 2 to 6 minutes each on 2 cores)::
 
     python -m attncourse.experiments channel --seeds 0 1 2 3 4
     python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
+    python -m attncourse.experiments hybrid2 --seeds 0 1 2 3 4
     python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
     python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
@@ -127,6 +128,24 @@ PROTOCOLS: dict[str, Protocol] = {
             "Coordinate": ("coord", {}),
         },
     ),
+    # Part II's second half: the same task, data, network, budget and seeds as "hybrid", run as a
+    # protocol of its own so that the first half's stored runs stay as they are; the baseline and
+    # CBAM are run again in both, as the check that the two are comparable
+    "hybrid2": Protocol(
+        name="hybrid2",
+        task="cued_bars",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0},
+        variants={
+            "baseline": (None, {}),
+            "CBAM (r=4)": ("cbam", {"reduction": 4}),
+            "Triplet": ("triplet", {}),
+            "GAM (r=4)": ("gam", {"reduction": 4}),
+            # G = 64 needs C divisible by 128; the network's blocks have 16 and 32 channels
+            "SA (G=4)": ("sa", {"groups": 4}),
+            # G = 32 leaves less than one channel per group at C = 16
+            "EMA (G=8)": ("ema", {"factor": 8}),
+        },
+    ),
     # Part III: attention over all positions, in the middle block at full resolution (12 x 12,
     # 144 tokens), followed by a pool and one more block; see data.same_shapes.
     "selfattn": Protocol(
@@ -200,7 +219,7 @@ PROTOCOLS: dict[str, Protocol] = {
 
 
 def protocol(name: str) -> Protocol:
-    """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` (Part II), ``"selfattn"`` and
+    """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` and ``"hybrid2"`` (Part II), ``"selfattn"`` and
     ``"selfattn_far"`` (Part III), ``"linear"`` (Part IV)."""
     if name not in PROTOCOLS:
         raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")

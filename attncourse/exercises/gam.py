@@ -1,0 +1,5 @@
+"""Checkers for the exercises of the gam chapter (Part II)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
