@@ -82,7 +82,7 @@ def test_every_mechanism_has_its_chapter_and_tests(name):
     assert (ROOT / "chapters" / part / f"{stem}.md").exists(), f"{cls.__name__} has no chapter chapters/{part}/{stem}.md"
     assert (ROOT / "tests" / f"test_{stem}.py").exists(), f"{cls.__name__} has no tests/test_{stem}.py"
     doc = cls.__doc__ or ""
-    assert "arXiv" in doc or "PMLR" in doc, f"{cls.__name__}'s docstring must cite its paper"
+    assert "arXiv" in doc or "PMLR" in doc or "doi" in doc.lower(), f"{cls.__name__}'s docstring must cite its paper"
 
 
 def test_every_chapter_checks_itself_and_has_exercises():
