@@ -624,6 +624,47 @@ def _linear(m):
     return ref
 
 
+class EMARef(nn.Module):
+    """EMA as the official code writes it (YOLOonMe/EMA-attention-module, EMA_attention_module):
+    reshape to (B*G, C/G, H, W), adaptive pools along H and W, permute, cat, shared 1x1 conv, split,
+    sigmoids, GroupNorm(C/G, C/G); 3x3 conv; softmax of the pooled branches, two matmuls, sigmoid."""
+
+    def __init__(self, channels: int, factor: int) -> None:
+        super().__init__()
+        self.groups = factor
+        c = channels // factor
+        self.softmax = nn.Softmax(-1)
+        self.agp = nn.AdaptiveAvgPool2d((1, 1))
+        self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
+        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
+        self.gn = nn.GroupNorm(c, c)
+        self.conv1x1 = nn.Conv2d(c, c, kernel_size=1)
+        self.conv3x3 = nn.Conv2d(c, c, kernel_size=3, padding=1)
+
+    def forward(self, x):
+        b, c, h, w = x.size()
+        group_x = x.reshape(b * self.groups, -1, h, w)
+        x_h = self.pool_h(group_x)
+        x_w = self.pool_w(group_x).permute(0, 1, 3, 2)
+        hw = self.conv1x1(torch.cat([x_h, x_w], dim=2))
+        x_h, x_w = torch.split(hw, [h, w], dim=2)
+        x1 = self.gn(group_x * x_h.sigmoid() * x_w.permute(0, 1, 3, 2).sigmoid())
+        x2 = self.conv3x3(group_x)
+        x11 = self.softmax(self.agp(x1).reshape(b * self.groups, -1, 1).permute(0, 2, 1))
+        x12 = x2.reshape(b * self.groups, c // self.groups, -1)
+        x21 = self.softmax(self.agp(x2).reshape(b * self.groups, -1, 1).permute(0, 2, 1))
+        x22 = x1.reshape(b * self.groups, c // self.groups, -1)
+        weights = (torch.matmul(x11, x12) + torch.matmul(x21, x22)).reshape(b * self.groups, 1, h, w)
+        return (group_x * weights.sigmoid()).reshape(b, c, h, w)
+
+
+@_reference("ema")
+def _ema(m):
+    ref = EMARef(m.channels, m.factor)
+    ref.load_state_dict(m.state_dict())  # same names (gn, conv1x1, conv3x3), another order
+    return ref
+
+
 def _name_of(module: nn.Module) -> str:
     for name in attncourse.available():
         if type(module) is attncourse.get(name):
