@@ -665,6 +665,37 @@ def _ema(m):
     return ref
 
 
+class ShuffleRef(nn.Module):
+    """SA-Net's sa_layer as the official code writes it (wofmanaf/SA-Net models/sa_resnet.py): reshape to
+    (B*G, C/G, H, W), chunk, pool-affine-sigmoid and GN-affine-sigmoid, cat, reshape, channel shuffle."""
+
+    def __init__(self, channels: int, groups: int, affine: bool) -> None:
+        super().__init__()
+        self.groups = groups
+        k = channels // (2 * groups)
+        self.cweight = nn.Parameter(torch.zeros(1, k, 1, 1))
+        self.cbias = nn.Parameter(torch.ones(1, k, 1, 1))
+        self.sweight = nn.Parameter(torch.zeros(1, k, 1, 1))
+        self.sbias = nn.Parameter(torch.ones(1, k, 1, 1))
+        self.gn = nn.GroupNorm(k, k, affine=affine)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = x.reshape(b * self.groups, -1, h, w)
+        x_0, x_1 = x.chunk(2, dim=1)
+        xn = x_0 * torch.sigmoid(self.cweight * F.adaptive_avg_pool2d(x_0, 1) + self.cbias)
+        xs = x_1 * torch.sigmoid(self.sweight * self.gn(x_1) + self.sbias)
+        out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
+        return out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4).reshape(b, -1, h, w)
+
+
+@_reference("sa")
+def _sa(m):
+    ref = ShuffleRef(m.channels, m.groups, m.norm_affine)
+    _copy(ref, m)
+    return ref
+
+
 def _name_of(module: nn.Module) -> str:
     for name in attncourse.available():
         if type(module) is attncourse.get(name):
