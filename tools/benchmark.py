@@ -696,6 +696,39 @@ def _sa(m):
     return ref
 
 
+class GAMRef(nn.Module):
+    """GAM as the widely copied GAM_Attention writes it (no official code exists): permute + view,
+    Linear-ReLU-Linear, permute back, sigmoid (absent in the (in_channels, out_channels) copies),
+    multiply; conv-BN-ReLU-conv-BN, sigmoid, multiply."""
+
+    def __init__(self, channels: int, hidden: int, k: int, channel_sigmoid: bool) -> None:
+        super().__init__()
+        self.channel_attention = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+        self.spatial_attention = nn.Sequential(
+            nn.Conv2d(channels, hidden, k, padding=k // 2),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, k, padding=k // 2),
+            nn.BatchNorm2d(channels),
+        )
+        self.channel_sigmoid = channel_sigmoid
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        att = self.channel_attention(x.permute(0, 2, 3, 1).view(b, -1, c)).view(b, h, w, c).permute(0, 3, 1, 2)
+        x = x * (att.sigmoid() if self.channel_sigmoid else att)
+        return x * self.spatial_attention(x).sigmoid()
+
+
+@_reference("gam")
+def _gam(m):
+    ref = GAMRef(m.channels, m.hidden, m.kernel_size, m.channel_sigmoid)
+    _copy(ref, m)
+    return ref
+
+
 def _name_of(module: nn.Module) -> str:
     for name in attncourse.available():
         if type(module) is attncourse.get(name):
