@@ -624,6 +624,70 @@ def _linear(m):
     return ref
 
 
+class GAMRef(nn.Module):
+    """GAM as the widely copied GAM_Attention writes it (no official code exists): permute + view,
+    Linear-ReLU-Linear, permute back, sigmoid (absent in the (in_channels, out_channels) copies),
+    multiply; conv-BN-ReLU-conv-BN, sigmoid, multiply."""
+
+    def __init__(self, channels: int, hidden: int, k: int, channel_sigmoid: bool) -> None:
+        super().__init__()
+        self.channel_attention = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+        self.spatial_attention = nn.Sequential(
+            nn.Conv2d(channels, hidden, k, padding=k // 2),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, k, padding=k // 2),
+            nn.BatchNorm2d(channels),
+        )
+        self.channel_sigmoid = channel_sigmoid
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        att = self.channel_attention(x.permute(0, 2, 3, 1).view(b, -1, c)).view(b, h, w, c).permute(0, 3, 1, 2)
+        x = x * (att.sigmoid() if self.channel_sigmoid else att)
+        return x * self.spatial_attention(x).sigmoid()
+
+
+@_reference("gam")
+def _gam(m):
+    ref = GAMRef(m.channels, m.hidden, m.kernel_size, m.channel_sigmoid)
+    _copy(ref, m)
+    return ref
+
+
+class ShuffleRef(nn.Module):
+    """SA-Net's sa_layer as the official code writes it (wofmanaf/SA-Net models/sa_resnet.py): reshape to
+    (B*G, C/G, H, W), chunk, pool-affine-sigmoid and GN-affine-sigmoid, cat, reshape, channel shuffle."""
+
+    def __init__(self, channels: int, groups: int, affine: bool) -> None:
+        super().__init__()
+        self.groups = groups
+        k = channels // (2 * groups)
+        self.cweight = nn.Parameter(torch.zeros(1, k, 1, 1))
+        self.cbias = nn.Parameter(torch.ones(1, k, 1, 1))
+        self.sweight = nn.Parameter(torch.zeros(1, k, 1, 1))
+        self.sbias = nn.Parameter(torch.ones(1, k, 1, 1))
+        self.gn = nn.GroupNorm(k, k, affine=affine)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = x.reshape(b * self.groups, -1, h, w)
+        x_0, x_1 = x.chunk(2, dim=1)
+        xn = x_0 * torch.sigmoid(self.cweight * F.adaptive_avg_pool2d(x_0, 1) + self.cbias)
+        xs = x_1 * torch.sigmoid(self.sweight * self.gn(x_1) + self.sbias)
+        out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
+        return out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4).reshape(b, -1, h, w)
+
+
+@_reference("sa")
+def _sa(m):
+    ref = ShuffleRef(m.channels, m.groups, m.norm_affine)
+    _copy(ref, m)
+    return ref
+
+
 class EMARef(nn.Module):
     """EMA as the official code writes it (YOLOonMe/EMA-attention-module, EMA_attention_module):
     reshape to (B*G, C/G, H, W), adaptive pools along H and W, permute, cat, shared 1x1 conv, split,
@@ -665,67 +729,41 @@ def _ema(m):
     return ref
 
 
-class ShuffleRef(nn.Module):
-    """SA-Net's sa_layer as the official code writes it (wofmanaf/SA-Net models/sa_resnet.py): reshape to
-    (B*G, C/G, H, W), chunk, pool-affine-sigmoid and GN-affine-sigmoid, cat, reshape, channel shuffle."""
+class TripletGateRef(nn.Module):
+    """The official AttentionGate (landskape-ai/triplet-attention, triplet_attention.py): ZPool
+    [max; mean] over dim 1, conv k x k without bias, BN (eps 1e-5, momentum 0.01), sigmoid, x * scale."""
 
-    def __init__(self, channels: int, groups: int, affine: bool) -> None:
+    def __init__(self, k: int) -> None:
         super().__init__()
-        self.groups = groups
-        k = channels // (2 * groups)
-        self.cweight = nn.Parameter(torch.zeros(1, k, 1, 1))
-        self.cbias = nn.Parameter(torch.ones(1, k, 1, 1))
-        self.sweight = nn.Parameter(torch.zeros(1, k, 1, 1))
-        self.sbias = nn.Parameter(torch.ones(1, k, 1, 1))
-        self.gn = nn.GroupNorm(k, k, affine=affine)
+        self.conv = nn.Conv2d(2, 1, k, padding=(k - 1) // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        x = x.reshape(b * self.groups, -1, h, w)
-        x_0, x_1 = x.chunk(2, dim=1)
-        xn = x_0 * torch.sigmoid(self.cweight * F.adaptive_avg_pool2d(x_0, 1) + self.cbias)
-        xs = x_1 * torch.sigmoid(self.sweight * self.gn(x_1) + self.sbias)
-        out = torch.cat([xn, xs], dim=1).reshape(b, -1, h, w)
-        return out.reshape(b, 2, -1, h, w).permute(0, 2, 1, 3, 4).reshape(b, -1, h, w)
+        z = torch.cat((torch.max(x, 1)[0].unsqueeze(1), torch.mean(x, 1).unsqueeze(1)), dim=1)
+        return x * torch.sigmoid(self.bn(self.conv(z)))
 
 
-@_reference("sa")
-def _sa(m):
-    ref = ShuffleRef(m.channels, m.groups, m.norm_affine)
-    _copy(ref, m)
-    return ref
+class TripletRef(nn.Module):
+    """TripletAttention as the official code writes it: permute, contiguous, gate, permute back,
+    average of the three (or two, no_spatial) outputs."""
 
-
-class GAMRef(nn.Module):
-    """GAM as the widely copied GAM_Attention writes it (no official code exists): permute + view,
-    Linear-ReLU-Linear, permute back, sigmoid (absent in the (in_channels, out_channels) copies),
-    multiply; conv-BN-ReLU-conv-BN, sigmoid, multiply."""
-
-    def __init__(self, channels: int, hidden: int, k: int, channel_sigmoid: bool) -> None:
+    def __init__(self, k: int) -> None:
         super().__init__()
-        self.channel_attention = nn.Sequential(
-            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
-        )
-        self.spatial_attention = nn.Sequential(
-            nn.Conv2d(channels, hidden, k, padding=k // 2),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, k, padding=k // 2),
-            nn.BatchNorm2d(channels),
-        )
-        self.channel_sigmoid = channel_sigmoid
+        self.hc = TripletGateRef(k)
+        self.cw = TripletGateRef(k)
+        self.hw = TripletGateRef(k)
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        att = self.channel_attention(x.permute(0, 2, 3, 1).view(b, -1, c)).view(b, h, w, c).permute(0, 3, 1, 2)
-        x = x * (att.sigmoid() if self.channel_sigmoid else att)
-        return x * self.spatial_attention(x).sigmoid()
+        x_out1 = self.cw(x.permute(0, 2, 1, 3).contiguous()).permute(0, 2, 1, 3).contiguous()
+        x_out2 = self.hc(x.permute(0, 3, 2, 1).contiguous()).permute(0, 3, 2, 1).contiguous()
+        return 1 / 3 * (self.hw(x) + x_out1 + x_out2)
 
 
-@_reference("gam")
-def _gam(m):
-    ref = GAMRef(m.channels, m.hidden, m.kernel_size, m.channel_sigmoid)
-    _copy(ref, m)
+@_reference("triplet")
+def _triplet(m):
+    _require(m, no_spatial=False)
+    ref = TripletRef(m.kernel_size)
+    ref.load_state_dict(m.state_dict())  # same names (hc, cw, hw; conv, bn): the official code's
     return ref
 
 
