@@ -15,7 +15,7 @@ from __future__ import annotations
 from . import channel, hybrid, linear, selfattn
 from ._registry import available, create, get, register
 from .channel import ECA, SelectiveKernel, SimAM, SqueezeExcite
-from .hybrid import BAM, CBAM, SCSE, CoordAttention
+from .hybrid import BAM, CBAM, EMA, GAM, SCSE, CoordAttention, ShuffleAttention, TripletAttention
 from .selfattn import (
     ChannelAttention,
     CrissCrossAttention,
@@ -46,6 +46,10 @@ __all__ = [
     "BAM",
     "SCSE",
     "CoordAttention",
+    "TripletAttention",
+    "GAM",
+    "ShuffleAttention",
+    "EMA",
     "MultiHeadSelfAttention2d",
     "NonLocalBlock",
     "GlobalContextBlock",
