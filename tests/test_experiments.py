@@ -78,7 +78,7 @@ def test_run_trains_the_named_variants(monkeypatch):
 def _quoted_rows():
     """Table rows in the chapters that quote five stored seeds: | variant | ... | a, b, c, d, e | m ± s |."""
     chapters = Path(__file__).resolve().parents[1] / "chapters"
-    for part in experiments.PROTOCOLS:
+    for part in sorted({p.name for p in chapters.iterdir() if p.is_dir()} & set(experiments.PROTOCOLS)):
         for md in sorted((chapters / part).glob("*.md")):
             for line in md.read_text().splitlines():
                 cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -90,16 +90,20 @@ def _quoted_rows():
 def test_numbers_quoted_in_the_chapters_are_the_stored_ones():
     """Prose tables quote the stored runs; after `make results` they must be rewritten, or this fails."""
     rows = list(_quoted_rows())
-    stored = {part: experiments.load(part).result for part in experiments.PROTOCOLS}
+    stored = {name: experiments.load(name).result for name in experiments.PROTOCOLS}
     checked = 0
     for part, page, variant, seeds, mean_sd in rows:
-        if variant not in stored[part].histories:
-            continue
-        accs = stored[part].accuracies(variant)
+        # a part's chapters may quote any of its protocols ("hybrid" and "hybrid2", "selfattn" and
+        # "selfattn_far"): the row must be one of them, to the rounding
         quoted = [float(v) for v in seeds.split(", ")]
-        assert max(abs(q - a) for q, a in zip(quoted, accs)) <= 0.0051, (page, variant, quoted, accs.round(3))
         mean, sd = (float(v) for v in mean_sd.split(" ± "))
-        assert abs(mean - accs.mean()) <= 0.0051 and abs(sd - accs.std(ddof=1)) <= 0.0051, (page, variant, mean_sd)
+        candidates = [stored[name].accuracies(variant) for name in stored
+                      if name.startswith(part) and variant in stored[name].histories]
+        if not candidates:
+            continue
+        assert any(max(abs(q - a) for q, a in zip(quoted, accs)) <= 0.0051 and abs(mean - accs.mean()) <= 0.0051
+                   and abs(sd - accs.std(ddof=1)) <= 0.0051 for accs in candidates), \
+            (page, variant, quoted, mean_sd, [a.round(3) for a in candidates])
         checked += 1
     assert checked >= 12, f"only {checked} quoted rows found"
 
