@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from einops import einsum, rearrange, reduce
 from torch import nn
+from torch.nn import functional as F
 
 from .._checks import check_channels, check_divisible, check_input, check_positive_int
 from .._registry import register
@@ -55,7 +56,9 @@ class EMA(nn.Module):
 
     Differences from the official code: none in the computation. It asserts only
     ``channels // factor > 0``; here C not divisible by G raises a ``ValueError`` (the code's
-    reshape would fail or mix channels across groups). Means are written as sum / count.
+    reshape would fail or mix channels across groups). Means are written as sum / count, and
+    the shared 3×3 conv runs as one grouped convolution over the C channels with its weights tiled
+    G times: the same numbers, about twice as fast on the CPU as a c-channel conv over B·G maps.
 
     The gates: ``self.gate_h`` (``kind="height"``, ``(B·G, c, H, 1)``) and ``self.gate_w``
     (``kind="width"``, ``(B·G, c, 1, W)``) output σ(a^h) and σ(a^w); ``self.gate`` (``kind="spatial"``,
@@ -92,7 +95,11 @@ class EMA(nn.Module):
         a_h, a_w = torch.split(a, [h, w], dim=2)  # (B·G, c, H, 1), (B·G, c, W, 1)
         a_w = rearrange(a_w, "n c w 1 -> n c 1 w")
         x1 = self.gn(g * self.gate_h(a_h) * self.gate_w(a_w))  # 1×1 branch
-        x2 = self.conv3x3(g)  # 3×3 branch
+        # 3×3 branch: self.conv3x3 on every group, run as one grouped convolution with its weights
+        # tiled G times (the same numbers; on the CPU much faster than a c-channel conv on B·G maps)
+        k = self.conv3x3
+        x2 = F.conv2d(x, k.weight.repeat(self.factor, 1, 1, 1), k.bias.repeat(self.factor), padding=1, groups=self.factor)
+        x2 = rearrange(x2, "b (g c) h w -> (b g) c h w", g=self.factor)  # (B·G, c, H, W)
         s1 = self.softmax(reduce(x1, "n c h w -> n c", "sum") / (h * w))  # softmax_c(GAP(x1)): (B·G, c)
         s2 = self.softmax(reduce(x2, "n c h w -> n c", "sum") / (h * w))  # softmax_c(GAP(x2))
         m = einsum(s1, x2, "n c, n c h w -> n h w") + einsum(s2, x1, "n c, n c h w -> n h w")  # (B·G, H, W)
