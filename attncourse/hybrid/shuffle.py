@@ -10,7 +10,7 @@ from .._checks import check_channels, check_choice, check_input, check_positive_
 from .._registry import register
 from ..layers import Gate
 
-__all__ = ["ShuffleAttention", "default_groups"]
+__all__ = ["ShuffleAttention"]
 
 #: The paper's number of groups G.
 PAPER_GROUPS = 64
