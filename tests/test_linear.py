@@ -254,3 +254,12 @@ def test_kernel_attention_heads_is_kernel_attention_in_the_projections_layout():
     torch.testing.assert_close(kernel_attention_heads(q, k, v), want)
     half = kernel_attention_heads(q.half(), k.half(), v.half())
     assert half.dtype == torch.float16 and torch.isfinite(half).all()
+
+
+def test_row_normalise_refuses_what_has_no_rows():
+    from attncourse.linear.kernel import RowNormalise
+
+    with pytest.raises(ValueError, match="RowNormalise.*1-D"):
+        RowNormalise()(torch.ones(5))
+    with pytest.raises(ValueError, match="RowNormalise.*eps"):
+        RowNormalise(eps=0.0)

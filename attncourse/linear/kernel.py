@@ -115,9 +115,14 @@ class RowNormalise(nn.Module):
 
     def __init__(self, eps: float = EPS) -> None:
         super().__init__()
+        if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0):
+            raise ValueError(f"RowNormalise expected eps to be a number > 0, got {eps!r}")
         self.eps = eps
 
     def forward(self, sim: torch.Tensor) -> torch.Tensor:
+        if not isinstance(sim, torch.Tensor) or sim.dim() < 2 or not sim.is_floating_point():
+            got = f"a {sim.dim()}-D {sim.dtype} tensor" if isinstance(sim, torch.Tensor) else type(sim).__name__
+            raise ValueError(f"RowNormalise expected floating-point similarities (..., queries, keys), got {got}")
         return sim / (sim.sum(dim=-1, keepdim=True) + self.eps)
 
     def extra_repr(self) -> str:
