@@ -25,6 +25,7 @@ def test_gam_parameters():
         "spatial only": (98 * c * h + 3 * h + 3 * c, "only the spatial branch"),
         "3x3": (20 * c * h + 4 * h + 4 * c, "3×3"),
         "no reduction in the convs": (2 * c * h + h + c + 98 * c * c + 6 * c, "not C·C·k²"),
+        "SE's r = 16": (100 * c * 8 + 4 * 8 + 4 * c, "r = 16"),
         "unknown": (right + 1, "is not right."),
     })
 
@@ -44,6 +45,8 @@ def _mc(how="paper"):
         out = {"no-sigmoid": out, "softmax": torch.softmax(out, -1)}.get(how, torch.sigmoid(out))
         if how == "not-back":
             return out
+        if how == "h-w-swapped":
+            return out.permute(0, 3, 2, 1)
         out = out.permute(0, 3, 1, 2)
         return out * f if how == "product" else out
     return fn
@@ -54,6 +57,7 @@ def test_channel_map():
         "pooled map": (_mc("pooled-map"), "you pooled over H × W first"),
         "pooled vector": (_mc("pooled"), "H × W axes dropped"),
         "not permuted back": (_mc("not-back"), "not permuted back"),
+        "H and W swapped": (_mc("h-w-swapped"), "H and W are swapped"),
         "reshape": (_mc("reshape"), "scrambled"),
         "no sigmoid": (_mc("no-sigmoid"), "copied GAM_Attention"),
         "softmax": (_mc("softmax"), "softmax over the channels"),
@@ -90,3 +94,10 @@ def test_gam_order():
         "times F1": (_gam("f1"), "multiplies F1"),
         "a crash": (lambda *a: 1 / 0, "ZeroDivisionError"),
     })
+
+
+def test_gam_order_leaves_the_random_state_alone():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    ex.check_gam_order(_gam())
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -26,6 +26,7 @@ __all__ = ["check_gam_parameters", "check_channel_map", "check_gam_order"]
 #   - only the channel branch (an SE-sized count) / only the spatial branch
 #   - 3×3 convolutions instead of 7×7
 #   - the convolutions without the reduction (C -> C -> C)
+#   - SE's and CBAM's default r = 16 instead of GAM's r = 4
 def check_gam_parameters(answer: Any) -> Feedback:
     """Exercise 1: parameters of ``GAM(128)`` with the defaults (r = 4, k = 7)."""
     c, r, k = 128, 4, 7
@@ -49,6 +50,8 @@ def check_gam_parameters(answer: Any) -> Feedback:
             "most of the parameters.",
             spatial: "That is only the spatial branch; the channel MLP (2C·C/r + C/r + C) comes on top.",
             gam_parameters(c, r, 3): "That is with 3×3 convolutions; GAM's are 7×7.",
+            gam_parameters(c, 16, k): "That is with r = 16, SE's and CBAM's default; GAM's copied code "
+            "uses r = 4 (hidden width C/4 = 32).",
             2 * c * h + h + c + 2 * k * k * c * c + 2 * c + 4 * c: "The first convolution reduces C to C/r "
             "and the second restores C: both are C·(C/r)·k² weights, not C·C·k².",
         },
@@ -81,6 +84,7 @@ def _mc(f, w0, b0, w1, b1, how: str = "paper") -> torch.Tensor:
 #   - the ReLU forgotten; the biases forgotten
 #   - the product M_c(F) ⊗ F returned instead of the map
 #   - not permuted back: (B, H, W, C)
+#   - permuted to the paper's (B, W, H, C) but undone as if it were (B, H, W, C): H and W swapped
 def check_channel_map(fn: Callable[..., Any]) -> Feedback:
     """Exercise 2: ``fn(f, w0, b0, w1, b1)`` returns M_c(f), shape (B, C, H, W)."""
     what = "Your channel_map"
@@ -102,6 +106,8 @@ def check_channel_map(fn: Callable[..., Any]) -> Feedback:
             "the same, with the H × W axes dropped; GAM has no pooling: the MLP runs on the channel vector "
             "at every position and the map is (B, C, H, W)": pooled[:, :, 0, 0],
             "the map is not permuted back: return (B, C, H, W), not (B, H, W, C)": expected.permute(0, 2, 3, 1),
+            "H and W are swapped: the permutation was not undone by its own inverse (after 'b c h w -> b w h c' "
+            "go back with 'b w h c -> b c h w')": expected.transpose(2, 3),
             "the channel vectors are scrambled: a reshape/view to (B, H, W, C) is not a permutation; use "
             "permute or rearrange 'b c h w -> b h w c'": _mc(f, w0, b0, w1, b1, "reshape"),
             "the sigmoid is missing (that is the copied GAM_Attention(in_channels, out_channels) form); the "
@@ -128,9 +134,9 @@ def check_channel_map(fn: Callable[..., Any]) -> Feedback:
 def check_gam_order(fn: Callable[..., Any]) -> Feedback:
     """Exercise 3: ``fn(f, channel_map, spatial_map)`` returns F3 of GAM."""
     what = "Your gam"
-    torch.manual_seed(0)
-    m = GAM(8, reduction=2, kernel_size=3).double().eval()
-    g = torch.Generator().manual_seed(7)
+    with torch.random.fork_rng():  # build the module without touching the reader's random state
+        m = GAM(8, reduction=2, kernel_size=3).double().eval()
+    g = torch.Generator().manual_seed(7)  # every parameter is drawn from here
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
