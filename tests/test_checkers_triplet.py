@@ -36,28 +36,36 @@ def test_triplet_parameters():
 
 
 def test_rotation():
-    right = ("b c h w -> b h c w", "b h c w -> b c h w")
-    # the swap is its own inverse: the same pattern twice is right too
-    assert ex.check_rotation(("b c h w -> b h c w", "b c h w -> b h c w"))
-    assert ex.check_rotation(["b c h w -> b h c w", "n a b q -> n b a q"])
+    right = ("b h w c -> b h c w", "b h c w -> b h w c")
+    # a swap is its own inverse: the same pattern twice is right too, and names are only positions
+    assert ex.check_rotation(("b h w c -> b h c w", "b h w c -> b h c w"))
+    assert ex.check_rotation(["n y x k -> n y k x", "n y k x -> n y x k"])
     _check_table(ex.check_rotation, right, {
-        "branch 1's rotation": (("b c h w -> b w h c", "b w h c -> b c h w"), "branch 1's rotation"),
-        "cyclic shift": (("b c h w -> b h w c", "b h w c -> b c h w"), "cyclic shift"),
-        "cyclic shift applied twice": (("b c h w -> b h w c", "b c h w -> b h w c"), "not its own inverse"),
-        "identity": (("b c h w -> b c h w", "b c h w -> b c h w"), "branch 3"),
-        "batch moved": (("b c h w -> h c b w", "h c b w -> b c h w"), "batch axis"),
-        "merged axes": (("b c h w -> b h (c w)", "b h (c w) -> b c h w"), "no axes merged"),
-        "other order": (("b c h w -> b w c h", "b w c h -> b c h w"), "(B, H, C, W) = (2, 4, 3, 5)"),
-        "einops refuses": (("b c h w -> b h c", "b h c -> b c h"), "einops could not apply rotate"),
-        "back refused": (("b c h w -> b h c w", "b h c -> b c h"), "einops could not apply back"),
-        "back is the identity": (("b c h w -> b h c w", "b h c w -> b h c w"), "unchanged"),
-        "back does not invert": (("b c h w -> b h c w", "b h c w -> b w h c"), "does not undo rotate"),
-        "not a pair": ("b c h w -> b h c w", "two patterns"),
+        "channels-first pattern copied": (("b c h w -> b h c w", "b h c w -> b c h w"), "channels-first pattern"),
+        "identity": (("b h w c -> b h w c", "b h w c -> b h w c"), "already leads with H"),
+        "to channels-first": (("b h w c -> b c h w", "b c h w -> b h w c"), "branch 3's input"),
+        "batch moved": (("b h w c -> h b c w", "h b c w -> b h w c"), "batch axis"),
+        "merged axes": (("b h w c -> b h (c w)", "b h (c w) -> b h w c"), "no axes merged"),
+        "other order": (("b h w c -> b c w h", "b c w h -> b h w c"), "(B, H, C, W) = (2, 4, 3, 5)"),
+        "einops refuses": (("b h w c -> b h c", "b h c -> b h w c"), "einops could not apply rotate"),
+        "back refused": (("b h w c -> b h c w", "b h c -> b c h"), "einops could not apply back"),
+        "back is the identity": (("b h w c -> b h c w", "b h c w -> b h c w"), "unchanged"),
+        "back to channels-first": (("b h w c -> b h c w", "b h c w -> b c h w"), "back gives channels-first"),
+        "back does not invert": (("b h w c -> b h c w", "b h c w -> b w h c"), "does not undo rotate"),
+        "not a pair": ("b h w c -> b h c w", "two patterns"),
         "not strings": ((1, 2), "pattern string"),
     })
-    for blank in [(..., ...), ("b c h w -> b h c w", ...), [None, None]]:
+    for blank in [(..., ...), ("b h w c -> b h c w", ...), [None, None]]:
         fb = ex.check_rotation(blank)
         assert not fb and not fb.attempted
+
+
+def test_rotation_gives_the_modules_cw_map():
+    """Branch 2's map from the exercise's rotation of a channels-last tensor is the module's cw gate."""
+    m = TripletAttention(4).eval()
+    x = torch.randn(2, 4, 5, 6)
+    rotated = rearrange(rearrange(x, "b c h w -> b h w c"), "b h w c -> b h c w")
+    torch.testing.assert_close(m.cw(_z()(rotated)), capture_gates(m, x)["cw.gate"])
 
 
 def _z(order=("max", "mean"), dim=1, stack=1, pool="mean", only=None, positions=False):
@@ -112,12 +120,3 @@ def test_gate_sizes():
         "C x W only": (C * W, "branch 2's (C, W) map only"),
         "H x W only": (H * W, "branch 3's (H, W) map only"),
     })
-
-
-def test_rotation_patterns_are_the_modules_axes():
-    """Branch 2's map from the exercise's rotation is the module's cw gate (C, W)."""
-    m = TripletAttention(4).eval()
-    x = torch.randn(2, 4, 5, 6)
-    z = _z()(rearrange(x, "b c h w -> b h c w"))
-    a2 = m.cw(z)
-    torch.testing.assert_close(a2, capture_gates(m, x)["cw.gate"])

@@ -56,73 +56,76 @@ def check_triplet_parameters(answer: Any) -> Feedback:
     )
 
 
-# Exercise 2, branch 2's rotation (C↔H) and its inverse as two einops patterns.
+# Exercise 2, branch 2's rotation for a channels-last input "b h w c" (as TensorFlow or JAX models store it):
+# rotate to the paper's χ̂2, (B, H, C, W), and back to "b h w c", as two einops patterns.
 # Typical mistakes:
-#   - branch 1's rotation (C↔W, W leads) instead of branch 2's
-#   - a cyclic shift "b c h w -> b h w c": H leads, but the rest comes as (W, C); its inverse is not itself
-#   - no rotation at all (the identity, branch 3's input)
+#   - the channels-first pattern copied ("b c h w -> b h c w"): on a "b h w c" tensor it gives (B, W, H, C),
+#     branch 1's layout (W leads); the same result as writing branch 1's rotation
+#   - no rotation: a channels-last tensor already leads with H, but its plane is W × C, the transpose of the
+#     paper's C × W map
+#   - a conversion to channels-first, (B, C, H, W): branch 3's input
 #   - the batch axis moved
 #   - axes merged or split (not a permutation)
 #   - a pattern einops refuses (a typo, axes that do not match on both sides)
-#   - back does not undo rotate (e.g. branch 1's way back, or the cyclic shift applied again)
+#   - back goes to channels-first instead of back to "b h w c"
+#   - back returns the rotated tensor unchanged, or otherwise does not undo rotate
 def _apply(pattern: Any, x: torch.Tensor, what: str) -> tuple[torch.Tensor | None, Feedback | None]:
     if not isinstance(pattern, str):
-        return None, failed(f"{what} should be an einops pattern string such as \"b c h w -> b h w c\", "
+        return None, failed(f"{what} should be an einops pattern string such as \"b h w c -> b w h c\", "
                             f"got {type(pattern).__name__}.")
     try:
         return rearrange(x, pattern), None
     except Exception as err:  # einops' own message says which axis is wrong
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         first = lines[-1] if lines else type(err).__name__  # einops' last line names the offending axes
-        return None, failed(f"einops could not apply {what} {pattern!r} to a (B, C, H, W) tensor: {first}")
+        return None, failed(f"einops could not apply {what} {pattern!r} to a (B, H, W, C) tensor: {first}")
 
 
 def check_rotation(answer: Any) -> Feedback:
-    """Exercise 2: ``answer = (rotate, back)``, two einops patterns: branch 2's rotation χ → χ̂2
-    (C and H swapped, shape (B, H, C, W)) and the way back."""
+    """Exercise 2: ``answer = (rotate, back)``, two einops patterns: branch 2's rotation of a
+    channels-last tensor ``(B, H, W, C)`` to χ̂2 = ``(B, H, C, W)``, and the way back to ``(B, H, W, C)``."""
     what = "Your patterns"
     if is_unanswered(answer) or (isinstance(answer, (tuple, list)) and any(is_unanswered(a) for a in answer)):
         return not_attempted(what)
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
         return failed(f"{what}: expected two patterns, (rotate, back), got {answer!r}.")
     rotate, back = answer
-    x = torch.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)  # b=2, c=3, h=4, w=5: every size different
+    x = torch.arange(2 * 4 * 5 * 3).reshape(2, 4, 5, 3)  # channels-last: b=2, h=4, w=5, c=3, every size different
     r, fb = _apply(rotate, x, "rotate")
     if fb is not None:
         return fb
-    right = x.permute(0, 2, 1, 3)
+    right = x.permute(0, 1, 3, 2)  # (B, H, C, W)
     if r.dim() != 4:
         return failed(f"{what}: rotate gives a tensor with {r.dim()} axes; a rotation only reorders the four axes "
                       "(no axes merged or split).")
     if not torch.equal(r, right):
-        if torch.equal(r, x.permute(0, 3, 2, 1)):
-            return failed(f"{what}: rotate swaps C and W, so W leads: that is branch 1's rotation. Branch 2 swaps "
-                          "C and H, so that H is pooled.")
+        if torch.equal(r, x.permute(0, 2, 1, 3)):
+            return failed(f"{what}: rotate gives (B, W, H, C): W leads, the layout of branch 1's rotated tensor. "
+                          "If you wrote the channels-first pattern \"b c h w -> b h c w\", einops read the names "
+                          "as positions: here the input is channels-last, (B, H, W, C).")
         if torch.equal(r, x):
-            return failed(f"{what}: rotate leaves the tensor as it is (C leads): that is branch 3, CBAM's spatial "
-                          "gate. Branch 2 swaps C and H.")
-        if torch.equal(r, x.permute(0, 2, 3, 1)):
-            y, _ = _apply(back, r, "back")
-            undone = y is not None and torch.equal(y, x)
-            return failed(f"{what}: rotate brings H to the front but the rest comes as (W, C): a cyclic shift, not "
-                          "the swap of C and H. The map would cover W × C, the transpose of the (C, W) map"
-                          + (", though your back does undo it." if undone else
-                             ", and your back does not undo it: a cyclic shift is not its own inverse (applied "
-                             "again, it moves the axes on instead of back)."))
+            return failed(f"{what}: rotate leaves the tensor as it is. A channels-last tensor already leads with H, "
+                          "but its plane is W × C, the transpose of the paper's C × W map: swap W and C.")
+        if torch.equal(r, x.permute(0, 3, 1, 2)):
+            return failed(f"{what}: rotate converts to channels-first, (B, C, H, W): C leads, branch 3's input. "
+                          "Branch 2 needs H in front and a C × W plane.")
         if r.shape[0] != 2:  # every size differs, so a first axis of size 2 is the batch
-            return failed(f"{what}: rotate moves the batch axis; it stays first, only C, H and W trade places.")
-        return failed(f"{what}: rotate gives shape {tuple(r.shape)} for (B, C, H, W) = (2, 3, 4, 5); branch 2's "
+            return failed(f"{what}: rotate moves the batch axis; it stays first, only H, W and C trade places.")
+        return failed(f"{what}: rotate gives shape {tuple(r.shape)} for (B, H, W, C) = (2, 4, 5, 3); branch 2's "
                       "rotated tensor is (B, H, C, W) = (2, 4, 3, 5).")
     y, fb = _apply(back, r, "back")
     if fb is not None:
         return fb
     if not torch.equal(y, x):
         if torch.equal(y, r):
-            return failed(f"{what}: back returns the rotated tensor unchanged; it must put C before H again.")
+            return failed(f"{what}: back returns the rotated tensor unchanged; it must put W before C again.")
+        if torch.equal(y, x.permute(0, 3, 1, 2)):
+            return failed(f"{what}: back gives channels-first (B, C, H, W); the input was channels-last, and the "
+                          "way back must return (B, H, W, C).")
         return failed(f"{what}: back does not undo rotate: back(rotate(x)) has shape {tuple(y.shape)}, not "
-                      "x's (2, 3, 4, 5). Swapping two axes is its own inverse: swap C and H again.")
-    return passed(f"{what}: {rotate!r} puts H in front (it is pooled away) and leaves a C × W plane; {back!r} "
-                  "swaps them back.")
+                      "x's (2, 4, 5, 3). Swapping two axes is its own inverse: swap C and W again.")
+    return passed(f"{what}: {rotate!r} keeps H in front (it is pooled away) and leaves a C × W plane; {back!r} "
+                  "swaps C and W back.")
 
 
 # Exercise 3, z_pool(x): [max; mean] along the leading (non-batch) axis, shape (B, 2, P, Q).
