@@ -126,7 +126,7 @@ def test_odd_channels_are_refused(C):
 # ---------------------------------------------------------------- equality with the equations
 
 
-@pytest.mark.parametrize("C, G", [(64, 32), (48, 4), (24, 2), (16, 1), (12, 6)])
+@pytest.mark.parametrize("C, G", [(64, 32), (48, 4), (24, 2), (16, 1), (12, 6), (12, 3), (40, 5)])
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("hw", [(5, 9), (1, 1), (1, 4)])
 def test_matches_the_naive_derivation(C, G, affine, hw):

@@ -105,8 +105,8 @@ class ShuffleAttention(nn.Module):
         check_input(self, x, self.channels)
         b = x.shape[0]
         # G groups of C/G channels, each split by chunk into its halves X_k1 and X_k2 (C/2G channels
-        # each), concatenated back by cat: chunk's backward is one cat, where splitting a
-        # (B·G, 2, C/2G, H, W) view by select or unbind and stacking back cost 4-8 % more (2 threads).
+        # each): chunk's backward is one cat, where selecting from a (B·G, 2, C/2G, H, W) view
+        # costs two zero-filled full-size tensors.
         xg = rearrange(x, "b (g c) h w -> (b g) c h w", g=self.groups)
         x1, x2 = xg.chunk(2, dim=1)  # X_k1, X_k2: (B·G, C/2G, H, W)
         s = F.adaptive_avg_pool2d(x1, 1)  # s = F_gp(X_k1): (B·G, C/2G, 1, 1)
@@ -114,8 +114,18 @@ class ShuffleAttention(nn.Module):
         a2 = self.spatial_gate(rearrange(self.sweight * self.gn(x2) + self.sbias, "(b g) k h w -> b (g k) h w", b=b))
         y1 = x1 * rearrange(a1, "b (g k) -> (b g) k 1 1", g=self.groups)  # X'_k1
         y2 = x2 * rearrange(a2, "b (g k) h w -> (b g) k h w", g=self.groups)  # X'_k2 = σ(W2 GN(X_k2) + b2) X_k2
-        y = rearrange(torch.cat([y1, y2], dim=1), "(b g) c h w -> b (g c) h w", b=b)  # concatenate
-        return rearrange(y, "b (i j) h w -> b (j i) h w", i=2)  # channel shuffle with 2 groups
+        # Concatenation and the channel shuffle in one copy. Before the shuffle, channel
+        # (g, t, k) (group g, half t, channel k of the half) sits at g·2K + t·K + k, K = C/2G; the
+        # shuffle reads the channel axis as (i j), i the half of the G groups (g = i·G/2 + g'), and
+        # writes (j i): (g, t, k) lands at 2(g'·2K + t·K + k) + i = ((g'·2 + t)·K + k)·2 + i.
+        # So, for even G, stacking the halves t as axis 2 of "b g' k i" views writes the final order
+        # directly (the official code copies twice: cat, then the shuffle's permute). For odd G the
+        # two halves of the channel axis split a group, and we copy twice as the official code.
+        if self.groups % 2:
+            y = rearrange(torch.cat([y1, y2], dim=1), "(b g) c h w -> b (g c) h w", b=b)  # concatenate
+            return rearrange(y, "b (i j) h w -> b (j i) h w", i=2)  # channel shuffle with 2 groups
+        y = torch.stack([rearrange(t, "(b i g) k h w -> b g k i h w", b=b, i=2) for t in (y1, y2)], dim=2)
+        return rearrange(y, "b g t k i h w -> b (g t k i) h w")  # channel shuffle with 2 groups: a view
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, groups={self.groups}, half={self.half}, norm_affine={self.norm_affine}"
