@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from attncourse import experiments
 from attncourse.train import Comparison, History
@@ -130,3 +131,18 @@ def test_stored_networks_round_trip_and_stale_ones_are_refused(tmp_path):
     torch.save(doc, tmp_path / "stale.models.pt")
     with pytest.raises(ValueError, match="does not fit the current code"):
         experiments.load_model("channel", "SE (r=4)", tmp_path / "stale.models.pt")
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(experiments.PROTOCOLS) if experiments.models_path(n).exists()])
+def test_stored_networks_are_the_ones_that_made_the_stored_seed_0_numbers(name):
+    """Every stored seed-0 network fits the current code and, evaluated now, gives its stored final
+    accuracy (within two test images of 1,000: another thread count may round a logit otherwise)."""
+    from attncourse.train import evaluate
+
+    stored = experiments.load(name).result
+    data = experiments.protocol(name).data()
+    variants = torch.load(experiments.models_path(name), map_location="cpu", weights_only=True)["weights"]
+    assert set(variants) <= set(stored.histories) and variants
+    for variant in variants:
+        acc = evaluate(experiments.load_model(name, variant), data.x_test, data.y_test)
+        assert abs(acc - stored.accuracies(variant)[0]) <= 2 / len(data.y_test), (name, variant, acc)
