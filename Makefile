@@ -58,7 +58,7 @@ bench: $(STAMP)
 # (about 2 minutes), and store their results in attncourse/results/, which the chapters load.
 # A maintainer's command: it rewrites tracked files, so neither `book` nor `test` calls it.
 results: $(STAMP)
-	$(BIN)/python -m attncourse.experiments channel --seeds 0 1 2 3 4
+	$(BIN)/python -m attncourse.experiments channel --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments hybrid --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments hybrid2 --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
