@@ -11,9 +11,9 @@ stored runs.
 
 Re-run a part (about 2 to 6 minutes each on 2 cores)::
 
-    python -m attncourse.experiments channel --seeds 0 1 2 3 4
-    python -m attncourse.experiments hybrid --seeds 0 1 2 3 4
-    python -m attncourse.experiments hybrid2 --seeds 0 1 2 3 4
+    python -m attncourse.experiments channel --seeds 0 1 2 3 4 --keep-models
+    python -m attncourse.experiments hybrid --seeds 0 1 2 3 4 --keep-models
+    python -m attncourse.experiments hybrid2 --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
     python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
