@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["check_channels", "check_positive_int", "check_choice", "check_input", "check_divisible"]
+__all__ = ["check_channels", "check_positive_int", "check_choice", "check_input", "check_divisible", "check_norm_batch"]
 
 
 def _name(module: object) -> str:
@@ -94,3 +94,14 @@ def check_input(
                 f"{name} expected spatial size ({names}) of at least {_shape(min_size)}, got {_shape(sizes)}"
             )
     return x
+
+
+def check_norm_batch(module: object, x: torch.Tensor, what: str) -> None:
+    """A batch norm over ``(B, ·, H, W)`` in training mode needs more than one value per channel:
+    refuse B × H × W = 1 with a message naming the module and ``what`` batch-normalises."""
+    b, _, h, w = x.shape
+    if b * h * w == 1:
+        raise ValueError(
+            f"{_name(module)} in training mode needs more than one value per channel for {what}: "
+            f"batch size x H x W must be > 1, got input of shape {tuple(x.shape)} (use a larger batch, or eval mode)"
+        )

@@ -7,7 +7,7 @@ from einops import rearrange, reduce
 from einops.layers.torch import Reduce
 from torch import nn
 
-from .._checks import check_channels, check_choice, check_input, check_positive_int
+from .._checks import check_channels, check_choice, check_input, check_norm_batch, check_positive_int
 from .._registry import register
 from ..layers import Gate
 
@@ -37,17 +37,6 @@ def _check_kernel(module: object, kernel_size: object) -> int:
             f"keeps H x W, got {k}"
         )
     return k
-
-
-def _check_norm_batch(module: object, x: torch.Tensor) -> None:
-    """Batch norm over the (B, 1, H, W) logits needs more than one value in training mode."""
-    b, _, h, w = x.shape
-    if b * h * w == 1:
-        raise ValueError(
-            f"{type(module).__name__} with spatial_norm=True in training mode needs more than one value "
-            f"for the spatial batch norm: batch size x H x W must be > 1, got input of shape {tuple(x.shape)} "
-            f"(use a larger batch, or eval mode)"
-        )
 
 
 class ChannelAttention(nn.Module):
@@ -125,7 +114,7 @@ class SpatialAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x)
         if self.use_norm and self.training:
-            _check_norm_batch(self, x)
+            check_norm_batch(self, x, "the spatial batch norm (spatial_norm=True)")
         avg = reduce(x, "b c h w -> b 1 h w", "sum") / x.shape[1]  # F^s_avg = AvgPool over channels (sum / C, as above)
         mx = x.max(dim=1, keepdim=True).values  # F^s_max = MaxPool over channels (with indices, as above)
         pooled = torch.cat([avg, mx] if self.pool_order == "avg-max" else [mx, avg], dim=1)  # [·; ·]: (B, 2, H, W)
@@ -232,7 +221,7 @@ class CBAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
         if self.spatial_norm and self.training:
-            _check_norm_batch(self, x)
+            check_norm_batch(self, x, "the spatial batch norm (spatial_norm=True)")
         if self.order == "channel-spatial":
             f1 = self._channel(x) * x  # (1) F' = M_c(F) ⊗ F
             return self.spatial_attention(f1) * f1  # (1) F'' = M_s(F') ⊗ F'

@@ -6,7 +6,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .._checks import check_channels, check_choice, check_input, check_positive_int
+from .._checks import check_channels, check_choice, check_input, check_norm_batch, check_positive_int
 from .._registry import register
 from ..layers import Gate
 
@@ -108,13 +108,7 @@ class GAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
         if self.training:
-            b, _, hh, ww = x.shape
-            if b * hh * ww == 1:
-                raise ValueError(
-                    f"GAM in training mode needs more than one value per channel for its batch norms: "
-                    f"batch size x H x W must be > 1, got input of shape {tuple(x.shape)} "
-                    f"(use a larger batch, or eval mode)"
-                )
+            check_norm_batch(self, x, "its batch norms")
         # x first: the product takes x's memory layout. M_c comes back from channels-last (a
         # permuted view), and M_c ⊗ x would hand channels-last F2 to the convolutions (10 % slower).
         f2 = x * self.channel_map(x)  # F2 = M_c(F1) ⊗ F1

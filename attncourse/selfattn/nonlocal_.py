@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .._checks import check_channels, check_choice, check_input, check_positive_int
+from .._checks import check_channels, check_choice, check_input, check_norm_batch, check_positive_int
 from .._registry import register
 from ..layers import Gate
 
@@ -221,12 +221,8 @@ class NonLocalBlock(nn.Module):
 
     def _check(self, x: torch.Tensor) -> None:
         check_input(self, x, self.channels)
-        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
-            raise ValueError(
-                f"NonLocalBlock in training mode needs more than one value per channel for the batch norm after "
-                f"W_z: batch size x H x W must be > 1, got input of shape {tuple(x.shape)} (use a larger batch, "
-                f"or eval mode)"
-            )
+        if self.training:
+            check_norm_batch(self, x, "the batch norm after W_z")
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The weights f(x_i, x̂_j) / C(x) that forward applies: ``(B, 1, H*W, N_keys)``, queries in (h w) order.
