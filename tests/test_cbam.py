@@ -10,6 +10,8 @@ from attncourse.cost import count_flops, count_parameters
 from attncourse.hybrid.cbam import CBAM, ChannelAttention, SpatialAttention
 from attncourse.plot import capture_gates
 
+from module_checks import randomised
+
 ORDERS = ["channel-spatial", "spatial-channel", "parallel"]
 
 
@@ -76,18 +78,6 @@ def naive_cbam(f, m: CBAM, *, training=False):
         f1 = ms(f) * f
         return mc(f1) * f1
     return mc(f) * ms(f) * f
-
-
-def randomised(m):
-    """Random weights everywhere (incl. BN affine and running statistics), in float64."""
-    m = m.double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p))
-        if m.spatial_norm:
-            m.spatial_attention.norm.running_mean.normal_()
-            m.spatial_attention.norm.running_var.uniform_(0.5, 2.0)
-    return m
 
 
 def cbam_params(C, r=16, k=7, norm=False, bias=True):

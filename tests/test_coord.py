@@ -8,6 +8,8 @@ from attncourse.cost import count_flops, count_parameters
 from attncourse.hybrid.coord import CoordAttention
 from attncourse.plot import capture_gates
 
+import module_checks
+
 
 def hswish(t):
     """The official code's h_swish: x · ReLU6(x + 3) / 6, written out."""
@@ -48,13 +50,7 @@ def naive_coord(x, m, *, batch_stats):
 
 
 def randomised(C, **kwargs):
-    m = CoordAttention(C, **kwargs).double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p))
-        m.bn.running_mean.copy_(torch.randn_like(m.bn.running_mean))
-        m.bn.running_var.copy_(torch.rand_like(m.bn.running_var) + 0.5)
-    return m
+    return module_checks.randomised(CoordAttention(C, **kwargs))
 
 
 def coord_params(C, r=32, least=8):
@@ -145,12 +141,7 @@ def test_activation_is_the_official_h_swish():
 @pytest.mark.parametrize("h, w", [(1, 1), (7, 5), (1, 3)])
 def test_train_mode_batch_one_works(h, w):
     """BN sees the strip (1, m, H + W, 1): H + W >= 2 values per channel, even at 1x1."""
-    m = CoordAttention(16).double().train()
-    x = torch.randn(1, 16, h, w, dtype=torch.float64, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape and torch.isfinite(y).all()
-    y.square().sum().backward()
-    assert torch.isfinite(x.grad).all()
+    module_checks.assert_trains_on_batch_one(CoordAttention(16), 16, h, w)
 
 
 def test_gradcheck_float64():

@@ -10,6 +10,8 @@ from attncourse.cost import count_flops, count_parameters
 from attncourse.hybrid.ema import EMA
 from attncourse.plot import capture_gates
 
+import module_checks
+
 
 def sig(t):
     return 1 / (1 + math.exp(-t))
@@ -68,11 +70,7 @@ def naive_ema(x, m):
 
 
 def randomised(C, **kwargs):
-    m = EMA(C, **kwargs).double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.7)
-    return m
+    return module_checks.randomised(EMA(C, **kwargs), std=0.7)
 
 
 def ema_params(C, G=32):
@@ -160,12 +158,7 @@ def test_groups_do_not_talk_to_each_other():
 @pytest.mark.parametrize("h, w", [(1, 1), (7, 5), (1, 3)])
 def test_train_mode_batch_one_works(h, w):
     """GroupNorm has no batch statistics; on a 1×1 map x1 is exactly β."""
-    m = EMA(64).double().train()
-    x = torch.randn(1, 64, h, w, dtype=torch.float64, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape and torch.isfinite(y).all()
-    y.square().sum().backward()
-    assert torch.isfinite(x.grad).all()
+    module_checks.assert_trains_on_batch_one(EMA(64), 64, h, w)
 
 
 def test_gradcheck_float64():

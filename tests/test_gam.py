@@ -12,6 +12,8 @@ from attncourse.hybrid.cbam import CBAM
 from attncourse.hybrid.gam import GAM, gam_parameters
 from attncourse.plot import capture_gates
 
+import module_checks
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -68,14 +70,7 @@ def naive_gam(f, m, *, training=False):
 
 
 def randomised(m):
-    """Random weights and BN statistics, drawn in float32 (so that a float32 copy is exact), then float64."""
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.5)
-        for bn in (m.bn0, m.bn1):
-            bn.running_mean.normal_()
-            bn.running_var.uniform_(0.5, 2.0)
-    return m.double()
+    return module_checks.randomised(m, std=0.5)
 
 
 # ---------------------------------------------------------------- parameters and FLOPs

@@ -10,6 +10,8 @@ from attncourse.hybrid.scse import SCSE, ChannelSE, SpatialSE
 from attncourse.layers import Gate
 from attncourse.plot import capture_gates
 
+from module_checks import randomised
+
 
 def naive_scse(u, w1, b1, w2, b2, w_sq, b_sq, aggregation="sum"):
     """cSE, sSE and their combination with explicit loops over batch, channels and positions."""
@@ -36,14 +38,6 @@ def naive_scse(u, w1, b1, w2, b2, w_sq, b_sq, aggregation="sum"):
 def weights_of(m):
     return (m.cse.fc1.weight, m.cse.fc1.bias, m.cse.fc2.weight, m.cse.fc2.bias,
             m.sse.squeeze.weight[0, :, 0, 0], m.sse.squeeze.bias[0])
-
-
-def randomised(m):
-    m = m.double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.normal_()
-    return m
 
 
 def scse_params(C, r):

@@ -8,6 +8,8 @@ from attncourse.cost import count_parameters
 from attncourse.hybrid.shuffle import ShuffleAttention, default_groups
 from attncourse.plot import capture_gates
 
+import module_checks
+
 # ---------------------------------------------------------------- the naive derivation
 
 
@@ -40,11 +42,7 @@ def naive_shuffle(x, m: ShuffleAttention, *, shuffle=True):
 
 
 def randomised(C, **kw):
-    m = ShuffleAttention(C, **kw).double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p))
-    return m
+    return module_checks.randomised(ShuffleAttention(C, **kw))
 
 
 def sa_params(C, G, affine=True):
@@ -182,12 +180,7 @@ def test_no_state_between_calls_and_batch_independence():
 
 @pytest.mark.parametrize("h, w", [(1, 1), (7, 5), (1, 3)])
 def test_train_mode_batch_one_works(h, w):
-    m = randomised(16, groups=4).train()
-    x = torch.randn(1, 16, h, w, dtype=torch.float64, requires_grad=True)
-    y = m(x)
-    assert y.shape == x.shape and torch.isfinite(y).all()
-    y.square().sum().backward()
-    assert torch.isfinite(x.grad).all()
+    module_checks.assert_trains_on_batch_one(randomised(16, groups=4), 16, h, w)
 
 
 def test_gradcheck_float64():

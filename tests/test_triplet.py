@@ -12,6 +12,8 @@ from attncourse.cost import count_flops, count_parameters
 from attncourse.hybrid.triplet import TripletAttention
 from attncourse.plot import capture_gates, recording
 
+from module_checks import randomised
+
 # ---------------------------------------------------------------- the naive derivation
 
 
@@ -51,19 +53,6 @@ def naive_triplet(x, m: TripletAttention, *, training=False):
         return (y1 + y2) / 2
     y3 = naive_gate(x, m.hw.conv.weight, _bn(m.hw), training)
     return (y1 + y2 + y3) / 3
-
-
-def randomised(m):
-    """Random weights everywhere (incl. BN affine and running statistics), in float64."""
-    m = m.double()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p))
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.normal_()
-                mod.running_var.uniform_(0.5, 2.0)
-    return m
 
 
 def triplet_params(k=7, no_spatial=False):

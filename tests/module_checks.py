@@ -1,0 +1,31 @@
+"""Helpers shared by the modules' own tests: random weights, and training on a batch of one."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def randomised(m: nn.Module, *, std: float = 1.0) -> nn.Module:
+    """``m`` in float64 with random weights everywhere (``std`` times a standard normal) and random
+    running statistics in every batch norm. Drawn in the module's dtype before the cast, so that a
+    float32 copy of the weights is exact."""
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p) * std)
+        for mod in m.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.normal_()
+                mod.running_var.uniform_(0.5, 2.0)
+    return m.double()
+
+
+def assert_trains_on_batch_one(m: nn.Module, channels: int, h: int, w: int) -> None:
+    """A float64 forward and backward in training mode on one image of ``h`` × ``w``: same shape,
+    finite output and gradient."""
+    m = m.double().train()
+    x = torch.randn(1, channels, h, w, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.square().sum().backward()
+    assert torch.isfinite(x.grad).all()
