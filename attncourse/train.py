@@ -160,6 +160,32 @@ class Comparison:
     def std(self, name: str) -> float:
         return float(self.accuracies(name).std(ddof=1)) if len(self.seeds) > 1 else 0.0
 
+    def pick(self, names: Sequence[str] | Mapping[str, str], seeds: Sequence[int] | None = None) -> Comparison:
+        """These variants, for these seeds (default: all), with their kept models if any. ``names``
+        may map a new name to a variant's name, to label where the runs came from, e.g.
+        ``stored.pick({"baseline (stored)": "baseline"}, seeds=(0, 1))``."""
+        rename = dict(names) if isinstance(names, Mapping) else {n: n for n in names}
+        seeds = list(self.seeds if seeds is None else seeds)
+        for name in rename.values():
+            if name not in self.histories:
+                raise ValueError(f"Comparison.pick expected variants in {list(self.histories)}, got {name!r}")
+        if not set(seeds) <= set(self.seeds):
+            raise ValueError(f"Comparison.pick expected seeds among {self.seeds}, got {seeds}")
+        at = [self.seeds.index(s) for s in seeds]
+        return Comparison(
+            seeds,
+            {new: [self.histories[old][i] for i in at] for new, old in rename.items()},
+            {new: self.parameters[old] for new, old in rename.items()},
+            {new: [self.models[old][i] for i in at] for new, old in rename.items() if old in self.models},
+        )
+
+    def __or__(self, other: Comparison) -> Comparison:
+        """The variants of both, ``self``'s first, over the same seeds (as ``dict | dict``)."""
+        if list(self.seeds) != list(other.seeds):
+            raise ValueError(f"Comparison | Comparison expected the same seeds, got {self.seeds} and {other.seeds}")
+        return Comparison(list(self.seeds), {**self.histories, **other.histories},
+                          {**self.parameters, **other.parameters}, {**self.models, **other.models})
+
     def table(self) -> str:
         """A Markdown table: variant, parameters, accuracy per seed, mean ± standard deviation."""
         head = "| variant | parameters | " + " | ".join(f"seed {s}" for s in self.seeds) + " | mean ± sd |"

@@ -13,7 +13,7 @@ from attncourse.data import context_bars, cue_ranked_first, cued_bars
 from attncourse.nets import TinyNet
 from attncourse.plot import capture_gates, recording
 from attncourse.show import show_source, source_of
-from attncourse.train import compare, fit
+from attncourse.train import Comparison, History, compare, fit
 
 
 def test_gate_accepts_any_shape_of_float_logits_and_refuses_the_rest():
@@ -115,6 +115,24 @@ def test_compare_collects_every_variant_and_seed():
     assert list(res.histories) == ["a", "b"] and res.accuracies("b").shape == (2,)
     assert len(res.models["b"]) == 2 and not res.models["b"][0].training
     assert "| b |" in res.table() and res.parameters["b"] > res.parameters["a"]
+
+
+def test_comparison_pick_and_merge():
+    h = {n: [History([0.5], [a], 1.0) for a in accs] for n, accs in {"a": [0.1, 0.2, 0.3], "b": [0.4, 0.5, 0.6]}.items()}
+    full = Comparison([0, 1, 2], h, {"a": 10, "b": 20}, {"b": ["m0", "m1", "m2"]})
+    part = full.pick({"a (stored)": "a"}, seeds=(0, 2))
+    assert part.seeds == [0, 2] and list(part.histories) == ["a (stored)"] and part.parameters == {"a (stored)": 10}
+    assert part.accuracies("a (stored)").tolist() == [0.1, 0.3] and part.models == {}
+    b = full.pick(["b"], seeds=(0, 2))
+    assert b.models == {"b": ["m0", "m2"]}
+    both = part | b
+    assert list(both.histories) == ["a (stored)", "b"] and both.accuracies("b").tolist() == [0.4, 0.6]
+    with pytest.raises(ValueError, match="same seeds"):
+        part | full.pick(["b"])
+    with pytest.raises(ValueError, match="variants"):
+        full.pick(["c"])
+    with pytest.raises(ValueError, match="seeds"):
+        full.pick(["a"], seeds=(3,))
 
 
 def test_measure_times_only_when_asked_and_cost_table_lists_every_row():
