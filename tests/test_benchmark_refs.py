@@ -1,4 +1,4 @@
-"""The benchmark's plain-PyTorch references (tools/benchmark.py) compute what the modules compute.
+"""The benchmark's plain-PyTorch references (tools/refs/<part>.py) compute what the modules compute.
 
 ``make bench`` times every registered module against a reference written the way production
 libraries write it; these tests keep the references honest (equal outputs and gradients on random
@@ -25,7 +25,8 @@ def _load_benchmark():
     return module
 
 
-bench = _load_benchmark()
+bench = _load_benchmark()  # the timing code; it puts tools/ on the path, so the references import
+refs = bench.refs
 
 
 def _randomise(module):
@@ -42,16 +43,31 @@ def _name(module, tensor):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_registered_module_has_a_reference(name):
-    assert name in bench.REFERENCES, f"add a plain-PyTorch reference for {name!r} to tools/benchmark.py"
+    part = refs.part_of(name)
+    assert name in refs.REFERENCES, f"add a plain-PyTorch reference for {name!r} to tools/refs/{part}.py"
+    # in the file that mirrors the module's part of the package
+    assert refs.REFERENCES[name].__module__ == f"refs.{part}", f"move the reference of {name!r} to tools/refs/{part}.py"
+
+
+def test_the_reference_files_mirror_the_package():
+    parts = {p.name for p in (ROOT / "attncourse").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    parts = {p for p in parts if any(refs.part_of(n) == p for n in NAMES)}
+    assert parts == set(refs.PARTS)
+    assert {f.stem for f in (ROOT / "tools" / "refs").glob("*.py")} == set(refs.PARTS) | {"__init__"}
+
+
+def test_the_benchmark_holds_no_reference():
+    assert bench.REFERENCES is refs.REFERENCES
+    assert not [n for n, v in vars(bench).items() if isinstance(v, type) and n.endswith("Ref")]
 
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_reference_equals_module(name, training):
     m = _randomise(attncourse.create(name, 64)).double().train(training)
-    ref = bench.reference_for(m)
+    ref = refs.reference_for(m)
     x = torch.randn(3, 64, 7, 5, dtype=torch.float64)
-    bench.check_reference(m, ref, x, rtol=1e-10, atol=1e-12)
+    refs.check_reference(m, ref, x, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -64,26 +80,26 @@ def test_reference_equals_module_float32(name):
         with torch.no_grad():
             m.theta.weight.mul_(0.05)
     # float32 rounding through batch statistics: the float64 test above is the strict one
-    bench.check_reference(m, bench.reference_for(m), torch.randn(2, 64, 6, 9), rtol=1e-3, atol=1e-4)
+    refs.check_reference(m, refs.reference_for(m), torch.randn(2, 64, 6, 9), rtol=1e-3, atol=1e-4)
 
 
 def test_a_wrong_reference_is_caught():
     m = _randomise(attncourse.create("se", 64)).double()
-    ref = bench.reference_for(m)
+    ref = refs.reference_for(m)
     with torch.no_grad():
         ref.fc2.bias.add_(1e-3)
     with pytest.raises(AssertionError):
-        bench.check_reference(m, ref, torch.randn(2, 64, 5, 5, dtype=torch.float64), rtol=1e-10, atol=1e-12)
+        refs.check_reference(m, ref, torch.randn(2, 64, 5, 5, dtype=torch.float64), rtol=1e-10, atol=1e-12)
 
 
 def test_a_module_without_reference_is_refused():
     with pytest.raises(ValueError, match="not a registered mechanism"):
-        bench.reference_for(torch.nn.Conv2d(4, 4, 1))
+        refs.reference_for(torch.nn.Conv2d(4, 4, 1))
 
 
 def test_unsupported_settings_are_refused_not_silently_compared():
     with pytest.raises(NotImplementedError, match="aggregation"):
-        bench.reference_for(attncourse.create("scse", 64, aggregation="max"))
+        refs.reference_for(attncourse.create("scse", 64, aggregation="max"))
 
 
 def test_stripped_module_has_no_gates_and_computes_the_same():
@@ -113,5 +129,5 @@ def test_stripped_module_skips_every_input_check(monkeypatch):
 
 def test_interleaved_timing_returns_one_figure_per_module():
     m = attncourse.create("se", 16)
-    t = bench.time_interleaved([m, bench.reference_for(m)], torch.randn(2, 16, 4, 4), blocks=1, per_block=2, warmup=0)
+    t = bench.time_interleaved([m, refs.reference_for(m)], torch.randn(2, 16, 4, 4), blocks=1, per_block=2, warmup=0)
     assert len(t) == 2 and all(s > 0 for s in t)
