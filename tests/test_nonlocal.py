@@ -14,6 +14,7 @@ import attncourse
 from attncourse.cost import count_flops, count_parameters, peak_memory
 from attncourse.plot import capture_gates
 from attncourse.selfattn.nonlocal_ import PAIRWISE, SOFTMAX_FORMS, NonLocalBlock
+from module_checks import randomised
 
 # every (pairwise, subsample, scale) the module accepts
 OPTIONS = [
@@ -390,3 +391,68 @@ def test_xavier_start_changes_only_theta_phi_g_and_keeps_the_identity():
     assert torch.equal(xavier(x), x) and torch.equal(xavier.train()(x), x)
     with pytest.raises(ValueError, match="NonLocalBlock.*init"):
         NonLocalBlock(64, init="kaiming")
+
+
+def test_he_start_is_the_papers_kaiming_normal_and_keeps_the_identity():
+    """init="he": the paper's §4.1 (He et al.'s method): every weight layer normal with std √(2 / fan_in)."""
+    torch.manual_seed(0)
+    m = NonLocalBlock(256, pairwise="concatenation", init="he")
+    for layer, fan_in in [(m.theta, 256), (m.phi, 256), (m.g, 256), (m.w_z, 128)]:
+        assert abs(layer.weight.std().item() / math.sqrt(2 / fan_in) - 1) < 0.03, layer
+        assert abs(layer.weight.mean().item()) < 0.01 and torch.all(layer.bias == 0)
+    assert abs(m.w_f.std().item() / math.sqrt(2 / 256) - 1) < 0.2  # 256 draws
+    assert torch.all(m.bn.weight == 0)
+    x = torch.randn(2, 256, 5, 7)
+    assert torch.equal(m(x), x) and torch.equal(m.train()(x), x)
+    assert "init='he'" in repr(m)
+
+
+def test_init_docstring_quotes_the_stored_five_seeds():
+    from attncourse import experiments
+
+    stored = experiments.load("selfattn").result
+    doc = " ".join(NonLocalBlock.__doc__.split())
+    for variant, label, solved in [("Non-local", "official", 1), ("Non-local (Xavier)", "Xavier", 4)]:
+        acc = stored.accuracies(variant)
+        assert f"{label} " + ", ".join(f"{a:.3f}" for a in acc) in doc
+        assert (acc > 0.9).sum() == solved  # "one of five against four of five"
+    assert "one of five against four of five" in doc
+
+
+# ---------------------------------------------------------------- a bias that the softmax cancels
+
+
+def _random_block(**kwargs):
+    torch.manual_seed(0)
+    m = randomised(NonLocalBlock(8, **kwargs), std=0.5)
+    return m
+
+
+@pytest.mark.parametrize("scale", [False, True])
+@pytest.mark.parametrize("subsample", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_phi_bias_of_the_embedded_gaussian_changes_nothing_and_gets_zero_gradient(scale, subsample, training):
+    """θ(x_i)ᵀb_φ is the same for every key j of row i: the softmax cancels it."""
+    m = _random_block(scale=scale, subsample=subsample).train(training)
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    target = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    (m(x) * target).sum().backward()
+    grads = {n: p.grad.abs().max().item() for n, p in m.named_parameters()}
+    assert grads["phi.bias"] < 1e-12 * grads["phi.weight"]
+    assert grads["theta.bias"] > 1e-3 and grads["phi.weight"] > 1e-3  # the others do get one
+    y = m(x)
+    with torch.no_grad():
+        m.phi.bias.add_(torch.randn_like(m.phi.bias) * 3)
+    torch.testing.assert_close(m(x), y, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pairwise", ["dot_product", "concatenation"])
+def test_phi_bias_matters_without_a_softmax(pairwise):
+    m = _random_block(pairwise=pairwise).eval()
+    x = torch.randn(2, 8, 5, 6, dtype=torch.float64)
+    m(x).square().sum().backward()
+    assert m.phi.bias.grad.abs().max() > 1e-3
+    y = m(x)
+    with torch.no_grad():
+        m.phi.bias.add_(1.0)
+    assert (m(x) - y).abs().max() > 1e-3
