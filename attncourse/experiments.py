@@ -211,6 +211,9 @@ PROTOCOLS: dict[str, Protocol] = {
             "FLatten": ("flatten", {"heads": 2}),
             # the rank-restoring depthwise convolution removed: focusing alone
             "FLatten (no DWC)": ("flatten", {"heads": 2, "kernel_size": None}),
+            # and the focusing removed too (f_1 is the identity): the ReLU kernel alone, which differs
+            # from "Linear" only in the feature map (ReLU for elu + 1; same projections and initial weights)
+            "FLatten (p = 1, no DWC)": ("flatten", {"heads": 2, "focusing_factor": 1, "kernel_size": None}),
         },
         widths=(16, 32, 32),
         network_kwargs={"pool_every": 2, "attn_blocks": [1]},
