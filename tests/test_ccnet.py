@@ -189,3 +189,20 @@ def test_bad_input_names_the_module():
         CrissCrossAttention(8).single_pass(torch.randn(1, 4, 3, 3))
     with pytest.raises(ValueError, match="CrissCrossAttention"):
         CrissCrossAttention(8).attention(torch.randn(1, 8, 3))
+
+
+@pytest.mark.parametrize("recurrence", [1, 2])
+def test_key_bias_changes_nothing_and_gets_zero_gradient(recurrence):
+    """Q_u · b_k is the same for every position of u's path (one softmax over column and row): cancelled."""
+    m = _random(CrissCrossAttention(16, recurrence=recurrence).double(), gamma=0.7)
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    (m(x) * torch.randn_like(x)).sum().backward()
+    assert m.key.bias.grad.abs().max() < 1e-12 * m.key.weight.grad.abs().max()
+    assert m.query.bias.grad.abs().max() > 1e-3 and m.key.weight.grad.abs().max() > 1e-3
+    y = m(x)
+    with torch.no_grad():
+        m.key.bias.add_(3 * torch.randn_like(m.key.bias))
+    torch.testing.assert_close(m(x), y, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        m.query.bias.add_(1.0)  # the contrast: the query's bias is not cancelled
+    assert (m(x) - y).abs().max() > 1e-3

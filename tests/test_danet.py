@@ -334,3 +334,25 @@ def test_official_affinity_exports_with_dynamic_sizes():
     for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
         y = torch.randn(shape)
         torch.testing.assert_close(program(y), m(y))
+
+
+# ---------------------------------------------------------------- a bias that the softmax cancels
+
+
+@pytest.mark.parametrize("cls", [PositionAttention, DualAttention])
+def test_key_bias_changes_nothing_and_gets_zero_gradient(cls):
+    """C_j · b_B is the same for every position i of row j: the softmax of eq. (1) cancels it."""
+    m = randomised(cls(16))
+    key = m.key if cls is PositionAttention else m.position.key
+    query = m.query if cls is PositionAttention else m.position.query
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    (m(x) * torch.randn_like(x)).sum().backward()
+    assert key.bias.grad.abs().max() < 1e-12 * key.weight.grad.abs().max()
+    assert query.bias.grad.abs().max() > 1e-3 and key.weight.grad.abs().max() > 1e-3  # the others get one
+    y = m(x)
+    with torch.no_grad():
+        key.bias.add_(3 * torch.randn_like(key.bias))
+    torch.testing.assert_close(m(x), y, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        query.bias.add_(1.0)  # the contrast: the query's bias is not cancelled
+    assert (m(x) - y).abs().max() > 1e-3

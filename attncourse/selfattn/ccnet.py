@@ -37,6 +37,9 @@ class CrissCrossAttention(nn.Module):
             A = softmax over the path of d    one softmax over [column path; row path]
         (2) H'_u = γ Σ_i A_{i,u} Φ_{i,u} + H_u   Φ_u: the values on the same path; γ starts at 0
 
+    The scale γ is the official code's (``self.gamma``, a zero-initialised parameter); the paper's
+    eq. (2) has no γ, H'_u = Σ_i A_{i,u} Φ_{i,u} + H_u, which is the above with γ = 1.
+
     The recurrence (the paper's RCCA) applies the same pass R times with **shared weights**:
     after R = 2 passes every position has received information from every other one.
 
@@ -63,6 +66,12 @@ class CrissCrossAttention(nn.Module):
 
     Identity at initialisation: γ is a zero-initialised scalar (as in the official code), so
     every pass, hence the module, returns its input exactly until γ is trained.
+
+    A bias the softmax cancels: the key convolution's bias b_k adds Q_u · b_k to every logit of
+    u's path (column and row alike, one softmax), so b_k (C' of the parameters counted above)
+    changes no output, in every pass, and its gradient is zero (exactly in exact arithmetic;
+    rounding noise in floating point, which Adam can still turn into steps: b_k then drifts
+    without changing anything). It is kept because the official ``key_conv`` has it.
 
     Differences from the official code: the same computation, with Q, K and V from one 1×1
     convolution whose filters are those of ``query``, ``key`` and ``value`` stacked (one pass over

@@ -48,7 +48,11 @@ class PositionAttention(nn.Module):
     Args:
         channels: C.
         reduction: the query/key width is ``channels // reduction`` (8 in the official code, which
-            hard-codes ``in_dim // 8``; the paper names no symbol). A width below 1 is refused.
+            hard-codes ``in_dim // 8``). As this course's review read the paper, it gives B and C
+            A's width ({B, C} ∈ R^{C×H×W}; we could not re-check that sentence against the PDF):
+            C/8 is then the official code's, a difference from the paper; ``reduction=1`` gives
+            the paper's width C.
+            A width below 1 is refused.
 
     Shapes: ``(B, C, H, W)`` → ``(B, C, H, W)``, any H, W ≥ 1. The gate ``self.gate`` outputs S as
     ``(B, N, N)``; :meth:`attention` returns it as ``(B, 1, H*W, H*W)``, queries (rows j) and keys
@@ -59,9 +63,17 @@ class PositionAttention(nn.Module):
 
     Identity at initialisation: α is a parameter initialised to 0 (paper and code), so E = A.
 
+    A bias the softmax cancels: the key convolution's bias b_B adds C_j · b_B to every logit of
+    row j, the same amount for every position i, and a softmax row does not change when all its
+    logits are shifted by one amount. So b_B (d of the parameters counted above) changes no
+    output and its gradient is zero (exactly in exact arithmetic; rounding noise in floating
+    point, which Adam can still turn into steps: b_B then drifts without changing anything). It
+    is kept because the official ``key_conv`` has it. The query's bias is not cancelled.
+
     Differences from the paper: it says B and C come from a convolution *with batch norm and ReLU*;
     the official code uses plain 1×1 convolutions and the author answered that the paper will be
-    corrected (CASIA-IVA-Lab/DANet issue #45). We follow the code. The forward pass materialises
+    corrected (CASIA-IVA-Lab/DANet issue #45). We follow the code, also in the width C/8 of B
+    and C (see ``reduction``). The forward pass materialises
     S (N × N per image), as the official code does, rather than calling
     ``F.scaled_dot_product_attention(q, k, v, scale=1)``, which computes the same E without
     storing S: the gate then sees the weights forward applies, and ``count_flops`` counts them
@@ -202,7 +214,8 @@ class DualAttention(nn.Module):
 
     Args:
         channels: C.
-        reduction: the position module's query/key width is ``channels // reduction`` (8).
+        reduction: the position module's query/key width is ``channels // reduction`` (8, the
+            official code's; see :class:`PositionAttention`).
         channel_affinity: ``"paper"`` or ``"official"`` (see :class:`ChannelAttention`).
 
     Shapes: ``(B, C, H, W)`` → ``(B, C, H, W)``, any H, W ≥ 1. :meth:`attention` returns the position
