@@ -185,6 +185,82 @@ def test_official_forward_of_a_square_window():
     torch.testing.assert_close(m(x), official, rtol=1e-4, atol=1e-5)
 
 
+def official_forward(m, x):
+    """The official FocusedLinearAttention.forward (after e205a01), re-typed, on a square window,
+    with ``m``'s weights: ReLU + 1e-6, softplus scale, f_p over all C, ``q·mean(k) + 1e-6``."""
+    b, c, side, _ = x.shape
+    n, heads = side * side, m.heads
+    t = x.flatten(2).transpose(1, 2)
+    q, k, v = m.qkv(t).reshape(b, n, 3, c).permute(2, 0, 1, 3).unbind(0)
+    k = k + m.pos
+    q, k = F.relu(q) + 1e-6, F.relu(k) + 1e-6
+    s = F.softplus(m.scale_param)
+    q, k = q / s, k / s
+    qn, kn = q.norm(dim=-1, keepdim=True), k.norm(dim=-1, keepdim=True)
+    q, k = q ** m.focusing_factor, k ** m.focusing_factor
+    q, k = q / q.norm(dim=-1, keepdim=True) * qn, k / k.norm(dim=-1, keepdim=True) * kn
+    q, k, v = (u.reshape(b, n, heads, -1).permute(0, 2, 1, 3) for u in (q, k, v))
+    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+    o = q @ ((k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)) * z
+    o = o.transpose(1, 2).reshape(b, n, c)
+    o = o + m.dwc(v.reshape(b * heads, side, side, -1).permute(0, 3, 1, 2)).reshape(b, c, n).permute(0, 2, 1)
+    return x + m.proj(o).transpose(1, 2).reshape_as(x)
+
+
+def test_official_eps_placement_equals_the_official_forward():
+    """eps_placement="official" gives the official outputs within 1e-6 (float64), including the rows
+    whose q·Σk is small, where the default placement differs from them."""
+    c, heads, side = 8, 2, 4
+    kw = dict(heads=heads, scale="softplus", norm="all", key_position=(side, side))
+    official_m = _random(FocusedLinearAttention2d(c, eps_placement="official", **kw)).double()
+    guard_m = FocusedLinearAttention2d(c, **kw).double()
+    guard_m.load_state_dict(official_m.state_dict())
+    x = torch.randn(8, c, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        official = official_forward(official_m, x)
+        torch.testing.assert_close(official_m(x), official, rtol=0, atol=1e-6)
+        assert (guard_m(x) - official).abs().max() > 1e-3  # the default does not: this test can fail
+
+
+def test_official_eps_placement_attention_is_what_forward_applies():
+    m = _random(FocusedLinearAttention2d(8, heads=4, kernel_size=None, eps_placement="official")).double()
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    a = m.attention(x)
+    _, _, v = m._features(x)
+    o = (a @ v).transpose(1, 2).reshape(2, 15, 8)
+    torch.testing.assert_close(m(x), x + m.proj(o).transpose(1, 2).reshape_as(x))
+    assert "eps_placement='official'" in repr(m)
+
+
+@pytest.mark.parametrize(
+    "c, heads, side, batch, rows, largest",
+    [(32, 2, 12, 8, (0.0, 0.0), (0.0, 2e-4)),  # d = 16: no row, at most 1.2e-4
+     (96, 3, 56, 2, (0.0, 0.0), (0.0, 2e-5)),  # d = 32: no row, at most 1e-5
+     (32, 4, 12, 8, (0.004, 0.012), (0.2, 0.5)),  # d = 8: 0.8 % of the rows, up to 0.34
+     (32, 8, 12, 8, (0.06, 0.10), (0.4, 0.7))],  # d = 4: 8 %, up to 0.55
+)
+def test_the_measured_effect_of_the_eps_placement(c, heads, side, batch, rows, largest):
+    """The docstring's figures: the (query, head) rows where the official N·ε exceeds 1 % of q·Σk,
+    and the largest output difference between the two placements (norm="all", p = 3, softplus
+    scale, no DWC, W^O = I, the module's initialisation, N(0, 1) inputs, float64)."""
+    ms = {}
+    for place in ("guard", "official"):
+        torch.manual_seed(1)
+        ms[place] = FocusedLinearAttention2d(c, heads=heads, kernel_size=None, norm="all", scale="softplus",
+                                             eps_placement=place).double()
+        with torch.no_grad():
+            ms[place].proj.weight.copy_(torch.eye(c))
+            ms[place].proj.bias.zero_()
+    ms["official"].load_state_dict(ms["guard"].state_dict())
+    torch.manual_seed(3)
+    x = torch.randn(batch, c, side, side, dtype=torch.float64)
+    with torch.no_grad():
+        q, k, _ = ms["official"]._features(x)
+        small = (side * side * 1e-6 > 0.01 * (q @ k.sum(-2, keepdim=True).transpose(-2, -1))).double().mean()
+        diff = (ms["official"](x) - ms["guard"](x)).abs().max()
+    assert rows[0] <= small <= rows[1] and largest[0] <= diff <= largest[1]
+
+
 # ---------------------------------------------------------------- the plug-in
 
 

@@ -85,15 +85,31 @@ class FocusedLinearAttention2d(nn.Module):
             of f_p's ``max(‖y^p‖, ε)`` (see :func:`focusing_function`): both matter only when a
             ReLU feature is all zero, where the paper's formulas read 0/0; the output there is 0
             (plus the DWC term) instead of NaN.
+        eps_placement: ``"guard"`` (ε on the normaliser's sum only, as above) or ``"official"``
+            (the official code's: ReLU(x) + ε on every feature, before the scale and f_p, and
+            N·ε on the sum, its ``q·mean_j k_j + ε``); see below for when the two differ.
 
     Where the official code departs from the paper (and what this module does): the learnable
     scale (option ``scale``), the norms over all channels (option ``norm``), the positional
-    encoding on K (option ``key_position``). Not offered: ReLU(x) + 1e-6 instead of ReLU (this
-    module's ε guards the zero feature instead: a query whose ReLU feature is all zero gets
-    weights 0 here, and in the official code a row that is defined but not normalised, since its
-    q·Σk is then comparable to the 1e-6 of the normaliser), and the normaliser written with a mean and the
-    state ``Kᵀ V`` scaled by N^-0.5 twice (``q·mean_j k_j + 1e-6``): the same weights up to where the
-    ε sits (that form's ε is N·1e-6 on the sum). The official code reshapes N into a square
+    encoding on K (option ``key_position``), and where its ε sits (option ``eps_placement``). The
+    official code adds 1e-6 to every ReLU feature, ``ReLU(x) + 1e-6``, and writes the normaliser
+    with a mean and the state ``Kᵀ V`` scaled by N^-0.5 twice, ``q·mean_j k_j + 1e-6``: the same
+    weights as (F3) up to its ε, which is N·1e-6 on the sum q·Σ_j k_j. This module's default
+    (``"guard"``) puts ε = 1e-6 on the sum and nowhere else, which only guards the all-zero
+    feature. How much the placement matters depends on the head width d, measured (float64,
+    N(0, 1) inputs, the module's initialisation, p = 3, ``scale="softplus"``, no DWC, W^O = I;
+    tested): with ``norm="all"`` and d = 16 (C = 32, 2 heads, 12 × 12, this part's protocol) or
+    d = 32 (C = 96, 3 heads, 56 × 56, FLatten-Swin-T's first stage) no (query, head) row has an
+    N·ε above 1 % of q·Σ_j k_j, and the outputs differ by at most 1.2e-4 and 1e-5 (largest
+    outputs 1.0 and 0.4);
+    with d = 8 (C = 32, 4 heads) 0.8 % of the rows do, and outputs differ by up to 0.34 (largest
+    output 1.1); with d = 4 (C = 32, 8 heads) 8 % of the rows, up to 0.55 (largest output 0.8):
+    the official ε visibly shrinks the outputs of rows whose q·Σ_j k_j is small. With
+    ``norm="head"`` every all-zero ReLU feature differs (one query in 2^d for Gaussian
+    projections): 0 here (plus the DWC term), a shrunken average of the values in the official
+    code. ``eps_placement="official"`` reproduces the official normaliser (ReLU(x) + ε, and N·ε on
+    the sum; tested equal to the re-typed official forward within 1e-6 in float64), for weights
+    moved from the official code. The official code reshapes N into a square
     window (``H = W = int(N ** 0.5)``); this module takes any H × W. The commit "fix numerical
     instability" (e205a01, May 2024) rewrote the computation; before it, p > 6 was computed as
     (x / max x)^p, which this module does for every p (see :func:`focusing_function`).
@@ -114,7 +130,8 @@ class FocusedLinearAttention2d(nn.Module):
 
     Shapes: input ``(B, C, H, W)`` → output ``(B, C, H, W)``, any H, W ≥ 1 (unless
     ``key_position``). ``attention(x)`` returns the implicit normalised weights
-    ``φ_p(Q_i)φ_p(K_j)ᵀ / (Σ_j φ_p(Q_i)φ_p(K_j)ᵀ + ε)``, ``(B, h, H*W, H*W)`` in ``(h w)`` order,
+    ``φ_p(Q_i)φ_p(K_j)ᵀ / (Σ_j φ_p(Q_i)φ_p(K_j)ᵀ + ε)`` (N·ε with ``eps_placement="official"``),
+    ``(B, h, H*W, H*W)`` in ``(h w)`` order,
     rows summing to 1 (0 for an all-zero query feature), **without** the DWC term: what forward
     applies to V before adding DWC(V). They pass through ``gate`` (``Gate(RowNormalise(eps),
     kind="attention")``), which forward does not call.
@@ -132,6 +149,7 @@ class FocusedLinearAttention2d(nn.Module):
         norm: str = "head",
         key_position: tuple[int, int] | None = None,
         eps: float = EPS,
+        eps_placement: str = "guard",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -148,6 +166,7 @@ class FocusedLinearAttention2d(nn.Module):
         check_choice(self, "bias", bias, (True, False))
         check_choice(self, "scale", scale, (None, "softplus"))
         check_choice(self, "norm", norm, ("head", "all"))
+        check_choice(self, "eps_placement", eps_placement, ("guard", "official"))
         if key_position is not None and not (
             isinstance(key_position, (tuple, list)) and len(key_position) == 2
             and all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in key_position)
@@ -162,6 +181,7 @@ class FocusedLinearAttention2d(nn.Module):
         self.norm = norm
         self.key_position = None if key_position is None else (int(key_position[0]), int(key_position[1]))
         self.eps = float(eps)
+        self.eps_placement = eps_placement
         self.head_dim = d = self.channels // self.heads
         self.qkv = nn.Linear(channels, 3 * channels, bias=self.bias)  # [W^Q; W^K; W^V], heads side by side
         self.proj = nn.Linear(channels, channels, bias=self.bias)  # W^O
@@ -183,6 +203,8 @@ class FocusedLinearAttention2d(nn.Module):
     def _phi(self, t: torch.Tensor) -> torch.Tensor:
         """φ_p of (F1) on projected tokens ``(B, N, C)``: ``(B, h, N, d)`` in float32 for half inputs."""
         t = F.relu(t.to(_accumulator(t.dtype)))  # ReLU(x)
+        if self.eps_placement == "official":
+            t = t + self.eps  # official code: ReLU(x) + 1e-6, before the scale and f_p
         if self.scale_param is not None:
             t = t / F.softplus(self.scale_param)  # official code: ReLU(x) / softplus(s), per channel
         if self.norm == "all":  # official code: f_p over all C channels, then the head split
@@ -209,12 +231,16 @@ class FocusedLinearAttention2d(nn.Module):
         """The implicit weights of every head (without the DWC term), ``(B, h, H*W, H*W)``."""
         check_input(self, x, self.channels)
         q, k, _ = self._features(x)
-        return self.gate(q @ k.transpose(-2, -1)).to(x.dtype)  # φ_p(Q_i)φ_p(K_j)ᵀ, normalised over j
+        sim = q @ k.transpose(-2, -1)  # φ_p(Q_i)φ_p(K_j)ᵀ
+        if self.eps_placement == "official":  # the official mean over the N keys: ε on the mean, N·ε on the sum
+            sim = sim / k.shape[-2]
+        return self.gate(sim).to(x.dtype)  # normalised over j
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
         q, k, v = self._features(x)
-        o = kernel_attention(q, k, v, eps=self.eps)  # (F3), per head: (B, h, N, d), in x's dtype
+        eps = self.eps * k.shape[-2] if self.eps_placement == "official" else self.eps  # official: N·ε on the sum
+        o = kernel_attention(q, k, v, eps=eps)  # (F3), per head: (B, h, N, d), in x's dtype
         if self.dwc is not None:  # (F4): + DWC(V), the heads folded into the batch (one shared conv)
             hh = x.shape[2]
             maps = rearrange(v, "b h (y w) d -> (b h) d y w", y=hh)
@@ -226,5 +252,6 @@ class FocusedLinearAttention2d(nn.Module):
         return (
             f"channels={self.channels}, heads={self.heads}, head_dim={self.head_dim}, "
             f"focusing_factor={self.focusing_factor}, kernel_size={self.kernel_size}, bias={self.bias}, "
-            f"scale={self.scale!r}, norm={self.norm!r}, key_position={self.key_position}, eps={self.eps}"
+            f"scale={self.scale!r}, norm={self.norm!r}, key_position={self.key_position}, eps={self.eps}, "
+            f"eps_placement={self.eps_placement!r}"
         )
