@@ -1,6 +1,7 @@
 """External Attention (Guo et al., TPAMI 2022, arXiv:2105.02358) against the equations (a)-(c) of its
 docstring and the official block of MenghaoGuo/EANet (model_torch.py, External_attention)."""
 
+import copy
 import math
 
 import pytest
@@ -272,3 +273,21 @@ def test_an_in_place_relu_after_the_module_does_not_break_backward():
     x = torch.randn(2, 8, 3, 4, requires_grad=True)
     torch.relu_(m(x)).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_first_convolution_bias_changes_nothing_and_gets_no_gradient(training):
+    """b_1 shifts every logit of a memory unit by the same b_1·M_k[j]; the softmax over the
+    positions of that unit cancels it: no output changes, and its gradient is zero (rounding)."""
+    torch.manual_seed(0)
+    m = ExternalAttention(16, memory_units=8).double().train(training)
+    x = torch.randn(3, 16, 5, 7, dtype=torch.float64)
+    m(x).square().sum().backward()
+    assert m.conv1.bias.grad.abs().max() < 1e-12 * m.conv1.weight.grad.abs().max()
+    assert m.m_k.grad.abs().max() > 1.0  # the other parameters do learn
+    shifted = copy.deepcopy(m)
+    with torch.no_grad():
+        shifted.conv1.bias.add_(torch.randn(16, dtype=torch.float64) * 5)
+        torch.testing.assert_close(shifted(x), m(x), rtol=0, atol=1e-12)
+        shifted.conv1.weight.add_(0.1)  # whereas a change of W_1 does change the output
+        assert (shifted(x) - m(x)).abs().max() > 1e-3

@@ -99,6 +99,12 @@ class ExternalAttention(nn.Module):
     this module does, without the storage trick (checked in the chapter).
 
     Parameters: ``2C² + 2SC + 3C`` (W_1 with bias C² + C, M_k and M_v 2SC, W_2 C², BN γ and β 2C).
+    C of them do nothing: the bias b_1 adds ``b_1 · M_k[j]`` to every logit of memory unit j, the
+    same amount at all N positions, and the first normalisation of (c) is a softmax over the
+    positions of each unit, which a constant shift along its axis does not change; F enters
+    nothing but the logits. So b_1 changes no output and gets a zero gradient (tested; up to
+    rounding). It is kept because the official ``conv1`` has it (``nn.Conv2d(c, c, 1)``), so
+    that the official weights load one to one.
 
     Numerical care: the double normalisation runs in float32 for float16/bfloat16 inputs
     (:class:`DoubleNormalise`); the result, a convex combination of M_v's rows, is cast back.
