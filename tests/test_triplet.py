@@ -220,6 +220,25 @@ def test_initialisation_follows_the_official_resnet():
         torch.testing.assert_close(out["hw.gate"], torch.full((4, 1, 6, 5), 0.5))
 
 
+@pytest.mark.parametrize("k", [3, 7])
+def test_gate_kernels_keep_the_pytorch_default_not_the_official_kaiming_normal(k):
+    # The docstring: the k x k kernels start as PyTorch's Conv2d default, U(±1/sqrt(2k²)), std
+    # 1/sqrt(3·2k²) (0.058 at k = 7); the official ResNet's kaiming_normal_(mode="fan_out") on the
+    # same (1, 2, k, k) weight has std sqrt(2/k²) (0.20 at k = 7).
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        modules = [TripletAttention(8, kernel_size=k) for _ in range(500)]
+        ours = torch.cat([b.conv.weight.detach().flatten() for m in modules for b in (m.hc, m.cw, m.hw)])
+        official = torch.cat([torch.nn.init.kaiming_normal_(torch.empty(1, 2, k, k), mode="fan_out").flatten()
+                              for _ in range(1500)])
+    default_std, official_std = (3 * 2 * k * k) ** -0.5, (2 / (k * k)) ** 0.5
+    assert ours.abs().max() <= (2 * k * k) ** -0.5
+    assert abs(ours.std().item() / default_std - 1) < 0.03
+    assert abs(official.std().item() / official_std - 1) < 0.03
+    if k == 7:
+        assert (round(default_std, 3), round(official_std, 2)) == (0.058, 0.20)
+
+
 # ---------------------------------------------------------------- errors, batch 1, gradients
 
 

@@ -93,6 +93,11 @@ class TripletAttention(nn.Module):
     tests and the chapter), fewer full-size tensors. Initialisation: branch 3's BN weight γ starts
     at 0, as the official ResNet's initialisation sets it (the keys containing ``SpatialGate``);
     the other two BNs start at γ = 1, β = 0. So branch 3's map starts at σ(0) = 0.5 everywhere.
+    Not followed: the official ResNet also re-initialises every weight whose key contains
+    ``conv``, the gates' k × k kernels included, with ``kaiming_normal_(mode="fan_out")``, std
+    √(2/k²) ≈ 0.20 at k = 7; here the kernels keep PyTorch's ``Conv2d`` default, uniform on
+    ±1/√(2k²), std 1/√(3·2k²) ≈ 0.058 at k = 7 (tested). To start as the official ResNet, apply
+    that call to ``hc.conv.weight``, ``cw.conv.weight`` and ``hw.conv.weight``.
     The batch norms make the maps depend on the batch in training mode; a branch whose BN would
     see a single value (e.g. batch 1 on a 1 × 1 map) is refused with a ``ValueError``.
     """
