@@ -118,6 +118,48 @@ def test_odd_channels_are_refused(C):
         ShuffleAttention(C)
 
 
+# Where the official sa_layer (wofmanaf/SA-Net, models/sa_resnet.py) fails, as the docstring and the
+# chapter say: its steps re-typed one at a time (GroupNorm(C // 2G, C // 2G) and parameter vectors of
+# C // 2G values when built; x.reshape(B * G, -1, H, W), then chunk(2, dim=1), in the forward).
+
+
+@pytest.mark.parametrize("C, G", [(64, 64), (96, 64), (16, 32), (3, 2)])
+def test_official_sa_layer_fails_when_built_for_c_below_2g(C, G):
+    assert C < 2 * G and C // (2 * G) == 0
+    with pytest.raises(ZeroDivisionError):
+        torch.nn.GroupNorm(C // (2 * G), C // (2 * G))
+    with pytest.raises(ValueError, match="ShuffleAttention"):  # ours refuses the same G when built
+        ShuffleAttention(C, groups=G)
+
+
+@pytest.mark.parametrize("C, G", [(130, 64), (200, 64), (36, 8), (2 * 64 + 2, 64)])
+def test_official_sa_layer_fails_in_the_reshape_only_for_c_at_least_2g_not_divisible_by_g(C, G):
+    assert C >= 2 * G and C % G
+    torch.nn.GroupNorm(C // (2 * G), C // (2 * G))  # builds
+    x = torch.randn(2, C, 3, 4)
+    with pytest.raises(RuntimeError, match="invalid for input"):
+        x.reshape(2 * G, -1, 3, 4)
+
+
+@pytest.mark.parametrize("C, G, runs", [(192, 64, True), (24, 8, True), (320, 64, False), (40, 8, False)])
+def test_official_sa_layer_with_odd_c_over_g_splits_unequal_halves(C, G, runs):
+    # C / G odd: chunk gives the channel half one more channel than the C // 2G values of W1, b1
+    assert C % G == 0 and (C // G) % 2 == 1
+    x = torch.randn(2, C, 3, 4).reshape(2 * G, -1, 3, 4)  # the reshape works
+    x_0, x_1 = x.chunk(2, dim=1)
+    k = C // (2 * G)
+    assert (x_0.shape[1], x_1.shape[1]) == (k + 1, k)
+    cweight = torch.zeros(1, k, 1, 1)
+    pooled = x_0.mean(dim=(2, 3), keepdim=True)
+    if runs:  # C / G = 3: one value broadcasts over the half's two channels, silently
+        assert (cweight * pooled).shape == pooled.shape
+    else:  # C / G >= 5: the product fails
+        with pytest.raises(RuntimeError, match="must match"):
+            cweight * pooled
+    with pytest.raises(ValueError, match="ShuffleAttention"):  # ours refuses it when built
+        ShuffleAttention(C, groups=G)
+
+
 # Bad input (rank, channels, dtype, non-tensor): tests/test_contract.py covers every registered module.
 
 

@@ -72,9 +72,15 @@ class ShuffleAttention(nn.Module):
     472 without; the paper's abstract says 300, which neither count gives.
 
     Differences from the official code: none in the computation (the layout of the groups, the
-    halves and the shuffle are the official reshapes). The official module refuses nothing (a C
-    not divisible by 2G fails inside a reshape, or silently truncates C/2G); here the constructor
-    checks. The official ``groups`` default is 64 at every C; ours is 64 only where C allows it.
+    halves and the shuffle are the official reshapes). The official module checks nothing, and
+    where a C not divisible by 2G fails depends on C: for C < 2G it fails when built (C // 2G = 0,
+    and ``nn.GroupNorm(0, 0)`` raises ``ZeroDivisionError``; C = 64 with its default G = 64, say);
+    for C >= 2G with C not divisible by G, in the forward's first reshape to (B·G, C/G, H, W); for
+    C/G odd, ``chunk`` gives the channel half one more channel than the C // 2G values of W1, b1,
+    so at C/G = 3 one value broadcasts over the half's two channels and the module runs, and from
+    C/G = 5 the product fails (each case tested on the official steps, re-typed). Here the
+    constructor checks. The official ``groups`` default is 64 at every C; ours is 64 only where C
+    allows it.
     """
 
     def __init__(self, channels: int, *, groups: int | None = None, norm_affine: bool = True) -> None:
