@@ -187,4 +187,17 @@ def test_bad_hyperparameters(C, kwargs, words):
         EMA(C, **kwargs)
 
 
+@pytest.mark.parametrize("C, G", [(64, 24), (48, 32), (96, 64), (33, 2)])
+@pytest.mark.parametrize("b, h, w", [(1, 1, 1), (2, 4, 4), (3, 5, 7), (32, 8, 6)])
+def test_the_official_reshape_fails_whenever_g_does_not_divide_c(C, G, b, h, w):
+    # The docstring: the official forward's first step, x.reshape(b * G, -1, h, w) (re-typed from
+    # YOLOonMe/EMA-attention-module), fails for every C not divisible by G, whatever b, h and w;
+    # ours refuses such a C when built.
+    assert C % G and C // G > 0  # the official assert channels // factor > 0 passes
+    with pytest.raises(RuntimeError, match="invalid for input"):
+        torch.randn(b, C, h, w).reshape(b * G, -1, h, w)
+    with pytest.raises(ValueError, match="EMA.*divisible"):
+        EMA(C, factor=G)
+
+
 # Bad input (rank, channels, dtype, non-tensor): tests/test_contract.py covers every registered module.

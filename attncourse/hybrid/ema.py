@@ -55,8 +55,11 @@ class EMA(nn.Module):
     ``10c² + 4c``; 672 at C = 256 (c = 8), 48 at C = 64 with the default G = 32 (c = 2).
 
     Differences from the official code: none in the computation. It asserts only
-    ``channels // factor > 0``; here C not divisible by G raises a ``ValueError`` (the code's
-    reshape would fail or mix channels across groups). Means are written as sum / count, and
+    ``channels // factor > 0``; here C not divisible by G raises a ``ValueError`` when the module
+    is built. The official forward would fail on such a C anyway, at every batch size and map
+    size: its first reshape, ``x.reshape(B·G, -1, H, W)``, needs B·C·H·W divisible by B·G·H·W,
+    that is C divisible by G (tested on that reshape, re-typed); it never mixes channels across
+    groups. Means are written as sum / count, and
     the shared 3×3 conv runs as one grouped convolution over the C channels with its weights tiled
     G times: the same numbers, about twice as fast on the CPU as a c-channel conv over B·G maps.
 
