@@ -17,6 +17,15 @@ Re-run a part (about 2 to 6 minutes each on 2 cores)::
     python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
     python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
+
+Add a variant to a part without re-running the others (its runs are merged into the stored file;
+the other variants' runs stay as stored, which is what a full re-run would give them too, since
+each run depends only on its own variant, seed and the pinned thread count)::
+
+    python -m attncourse.experiments linear --variants "FLatten (no DWC)" --merge
+
+Every run trains with :data:`attncourse.train.TRAIN_THREADS` threads whatever the machine has,
+and the stored file records that count and the CPU's instruction set (``cpu_capability``).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from .data import Split, context_bars, cued_bars, same_shapes
 from .channel.se_variants import SEVariant
 from .hybrid.scse import ChannelSE, SpatialSE
 from .nets import TinyNet
-from .train import Comparison, History, compare
+from .train import TRAIN_THREADS, Comparison, History, compare, cpu_capability
 
 __all__ = ["Protocol", "PROTOCOLS", "Stored", "protocol", "run", "save", "load", "load_model", "results_path", "models_path"]
 
@@ -266,11 +275,62 @@ def save(result: Comparison, name: str, path: str | Path | None = None) -> Path:
         "parameters": result.parameters,
         "histories": {k: [{"train_loss": h.train_loss, "test_acc": h.test_acc, "seconds": h.seconds} for h in hs]
                       for k, hs in result.histories.items()},
-        "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "date": datetime.date.today().isoformat()},
+        "machine": machine(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def machine() -> dict[str, Any]:
+    """What a stored run records of the machine: torch, the training threads, the CPU's instruction set."""
+    return {"torch": torch.__version__, "threads": TRAIN_THREADS, "cpu_capability": cpu_capability(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "date": datetime.date.today().isoformat()}
+
+
+def merge(result: Comparison, name: str, path: str | Path | None = None) -> Path:
+    """Add (or replace) the variants of ``result`` in the stored results of protocol ``name``.
+
+    The stored file must hold the same seeds and, for every variant it keeps, the current
+    protocol's settings; the new variants must be in the current protocol. Their seed-0 networks
+    join ``<name>.models.pt`` if ``result`` kept them. The file then describes the current protocol,
+    and records under ``machine["merged"]`` which variants were added on which machine.
+    """
+    path = Path(path) if path is not None else results_path(name)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    p = protocol(name)
+    if list(doc["seeds"]) != list(result.seeds):
+        raise ValueError(f"experiments.merge expected the stored seeds {doc['seeds']}, got {result.seeds}")
+    now = json.loads(json.dumps(p.describe()))
+    kept = [v for v in doc["histories"] if v not in result.histories]
+    for v in kept:
+        if v not in now["variants"] or doc["protocol"]["variants"].get(v) != now["variants"][v]:
+            raise ValueError(f"experiments.merge: the stored variant {v!r} is not the current protocol's: "
+                             f"re-run the whole protocol `python -m attncourse.experiments {name}`")
+    same = {k: v for k, v in now.items() if k != "variants"} == {k: v for k, v in doc["protocol"].items() if k != "variants"}
+    if not same:
+        raise ValueError(f"experiments.merge: the stored {name!r} protocol differs from the current one beyond its variants: "
+                         f"re-run the whole protocol `python -m attncourse.experiments {name}`")
+    missing = set(now["variants"]) - set(kept) - set(result.histories)
+    if missing:
+        raise ValueError(f"experiments.merge: variants {sorted(missing)} would have no runs; name them too")
+    order = [v for v in now["variants"]]
+    hist = {v: doc["histories"][v] for v in kept}
+    hist.update({k: [{"train_loss": h.train_loss, "test_acc": h.test_acc, "seconds": h.seconds} for h in hs]
+                 for k, hs in result.histories.items()})
+    params = {**{v: doc["parameters"][v] for v in kept}, **result.parameters}
+    doc["protocol"] = now
+    doc["histories"] = {v: hist[v] for v in order}
+    doc["parameters"] = {v: params[v] for v in order}
+    doc.setdefault("machine", {}).setdefault("merged", []).append({"variants": list(result.histories), **machine()})
+    if result.models:
+        mpath = path.with_suffix(".models.pt")
+        stored = torch.load(mpath, map_location="cpu", weights_only=True) if mpath.exists() else {"seed": result.seeds[0], "weights": {}}
+        stored["weights"].update({v: {k: t.detach().clone() for k, t in ms[0].state_dict().items()}
+                                  for v, ms in result.models.items()})
+        stored["weights"] = {v: stored["weights"][v] for v in order if v in stored["weights"]}
+        torch.save(stored, mpath)
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
@@ -336,10 +396,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: the package's results folder")
     parser.add_argument("--keep-models", action="store_true",
                         help="also store the first seed's trained networks (<name>.models.pt), for load_model")
+    parser.add_argument("--variants", nargs="+", default=None, help="train only these variants (default: all)")
+    parser.add_argument("--merge", action="store_true",
+                        help="merge the runs of --variants into the stored results instead of replacing them "
+                             "(their seed-0 networks too, if the part stores networks)")
     args = parser.parse_args(argv)
-    result = run(args.name, args.seeds, keep_models=args.keep_models)
+    if args.merge and not args.variants:
+        parser.error("--merge needs --variants")
+    if args.variants and not args.merge:
+        parser.error("without --merge, --variants would store an incomplete protocol: add --merge")
+    keep = args.keep_models or (args.merge and models_path(args.name).exists() and args.out is None)
+    result = run(args.name, args.seeds, variants=args.variants, keep_models=keep)
     print(result.table())
-    print("written to", save(result, args.name, args.out))
+    if args.merge:
+        print("merged into", merge(result, args.name, args.out))
+    else:
+        print("written to", save(result, args.name, args.out))
 
 
 if __name__ == "__main__":

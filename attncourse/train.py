@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -15,14 +16,46 @@ from torch import nn
 
 from .data import Split
 
-__all__ = ["seed_everything", "History", "fit", "evaluate", "compare", "Comparison"]
+__all__ = ["TRAIN_THREADS", "seed_everything", "pinned_threads", "cpu_capability", "History", "fit", "evaluate",
+           "compare", "Comparison"]
+
+#: The number of torch threads every training run uses, whatever the caller's setting: the number
+#: the stored results (``attncourse/results``) were made with. A CPU kernel splits its sums over
+#: the threads it has, so the same seed rounds differently at 1, 2 or 4 threads, and on a task
+#: that is learned or not from one unlucky start, a rounding difference can decide the run (Part
+#: III's Non-local, seed 0: 0.725 at 2 threads, 0.516 at 1, 0.501 at 4 before runs were pinned).
+#: Pinning makes a reader's run repeat the stored one on any core count (same CPU instruction set).
+TRAIN_THREADS = 2
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, so a run is repeatable on the same machine and threads."""
+    """Seed Python, NumPy and torch, so a run is repeatable (same CPU instruction set, same threads)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def cpu_capability() -> str:
+    """The instruction set torch's CPU kernels use here (``"AVX512"``, ``"AVX2"``, ``"DEFAULT"``...):
+    with the thread count, what decides how a kernel rounds. ``ATEN_CPU_CAPABILITY`` can lower it."""
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)``, then restore the caller's count
+    (``None``: leave the count alone)."""
+    if threads is None:
+        yield
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"pinned_threads expected a positive int or None, got {threads!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -90,11 +123,15 @@ def fit(
     weight_decay: float = 0.0,
     progress: bool | str = True,
     track: bool = True,
+    threads: int | None = TRAIN_THREADS,
 ) -> tuple[nn.Module, History]:
     """Build a model with ``model_fn`` under ``seed`` and train it with Adam.
 
-    The seed fixes the initial weights and the order of the batches, so two runs with the same
-    seed on the same machine give the same numbers. The learning rate follows a cosine decay.
+    The seed fixes the initial weights and the order of the batches, and the run uses
+    ``threads`` torch threads (default :data:`TRAIN_THREADS`, the count the stored results were
+    made with; the caller's count is restored afterwards), so two runs with the same seed give the
+    same numbers on any machine with the same CPU instruction set (:func:`cpu_capability`),
+    whatever its number of cores. The learning rate follows a cosine decay.
 
     Args:
         model_fn: builds a fresh model (called after seeding).
@@ -104,10 +141,17 @@ def fit(
         track: evaluate on the test set after every epoch (``History.test_acc`` has one value
             per epoch). ``False`` evaluates only after the last epoch, which saves about a sixth
             of the time; the trained model is the same, since evaluation changes nothing.
+        threads: torch threads for the run (``None``: the caller's setting, unpinned).
 
     Returns:
         The trained model (in eval mode) and its :class:`History`.
     """
+    with pinned_threads(threads):
+        return _fit(model_fn, data, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
+                    weight_decay=weight_decay, progress=progress, track=track)
+
+
+def _fit(model_fn, data, *, seed, epochs, batch_size, lr, weight_decay, progress, track):
     seed_everything(seed)
     model = model_fn()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
