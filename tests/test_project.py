@@ -128,3 +128,32 @@ def test_no_notebooks_or_outputs_are_tracked():
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     assert not [f for f in tracked.splitlines() if f.endswith(".ipynb")]
+
+
+def _control_characters(text: str) -> list[tuple[int, int, str]]:
+    """(line, column, character) of every control character but the newline: a tab or a stray
+    escape in Markdown breaks the math it lands in (``$N \\times N$`` with ``\\t`` read as a tab
+    renders as broken math) and shows nowhere in an editor."""
+    found = []
+    for n, line in enumerate(text.split("\n"), start=1):
+        for col, ch in enumerate(line, start=1):
+            if (ord(ch) < 32 or 127 <= ord(ch) < 160) and ch != "\n":
+                found.append((n, col, repr(ch)))
+    return found
+
+
+def test_control_characters_are_found():
+    assert _control_characters("a $N \times N$\nb") == [(1, 6, repr("\t"))]  # "\t" of "\times" read as a tab
+    assert _control_characters("ok\r\nx\x1b") == [(1, 3, repr("\r")), (2, 2, repr("\x1b"))]
+    assert _control_characters("plain text, $N \\times N$, é ∑\n") == []
+
+
+@pytest.mark.parametrize("pattern", ["chapters/**/*.md", "chapters/*.bib", "attncourse/**/*.py", "tests/*.py",
+                                     "tools/**/*.py", "*.md", "*.yml", "*.toml"])
+def test_no_control_characters_in_sources(pattern):
+    """Chapter sources (and the code and configuration beside them) hold no control character but
+    the newline: no tabs, carriage returns or escapes."""
+    files = sorted(ROOT.glob(pattern))
+    assert files, f"no files match {pattern}"
+    bad = {str(f.relative_to(ROOT)): hits[:3] for f in files if (hits := _control_characters(f.read_text(encoding="utf-8")))}
+    assert not bad, f"control characters (line, column, character): {bad}"
