@@ -71,7 +71,9 @@ class MultiHeadSelfAttention2d(nn.Module):
         heads: h, the number of heads (8 in the paper); must divide ``channels`` (d = C / h).
         bias: biases on the projections (``True``, as ``torch.nn.MultiheadAttention`` and ViT's
             ``qkv_bias=True``; the paper writes none). With ``bias=False`` the module has 4C²
-            parameters, with ``True`` 4C² + 4C.
+            parameters, with ``True`` 4C² + 4C. Of these, the keys' C biases change no output and
+            get a zero gradient: q_n · b_K is the same for every key of row n, and a softmax row
+            does not change when all its logits are shifted by one amount.
         position: ``None`` (default): no position code, the attention of eq. (1), which cannot see
             where a token is (permuting the positions permutes the output). ``"sine"``: DETR's
             2-D sine code :func:`sine_position_2d` (Carion et al., ECCV 2020, arXiv:2005.12872)
