@@ -70,6 +70,22 @@ def test_reference_equals_module(name, training):
     refs.check_reference(m, ref, x, rtol=1e-10, atol=1e-12)
 
 
+# Settings other than the defaults that the references implement. DANet's official affinity
+# subtracts a row maximum that the module detaches (a per-row shift changes no softmax): the
+# official code differentiates through it, so equal input gradients here show that the term the
+# module drops is zero.
+OPTIONS = [("cam", {"channel_affinity": "official"}), ("danet", {"channel_affinity": "official"}),
+           ("nonlocal", {"subsample": True}), ("nonlocal", {"scale": True}), ("flatten", {"kernel_size": None})]
+
+
+@pytest.mark.parametrize("name,settings", OPTIONS, ids=[f"{n}-{'-'.join(map(str, s.values()))}" for n, s in OPTIONS])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_reference_equals_module_with_options(name, settings, training):
+    m = _randomise(attncourse.create(name, 64, **settings)).double().train(training)
+    x = torch.randn(3, 64, 7, 5, dtype=torch.float64)
+    refs.check_reference(m, refs.reference_for(m), x, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_equals_module_float32(name):
     m = _randomise(attncourse.create(name, 64))

@@ -55,13 +55,19 @@ def _external(m):
 
 
 class FLattenRef(nn.Module):
-    """Focused linear attention as the official code writes it (LeapLabTHU/FLatten-Transformer,
-    models/flatten_swin.py ``FocusedLinearAttention.forward`` after commit e205a01: qkv Linear,
-    reshape/permute, ReLU, norms, ``** p``, renormalise, ``q @ (kᵀ v) * z``, a depthwise conv on v
-    with the heads folded into the batch, proj Linear), at the paper's settings that are the
-    module's defaults: no learnable scale, no positional encoding, norms per head, ReLU without
-    + 1e-6 (an all-zero feature is mapped to 0 by clamping the norm, as the module does), the sum
-    form of the normaliser with ε = 1e-6, any H x W; plus the residual."""
+    """Focused linear attention in the official code's layout and calls (LeapLabTHU/FLatten-Transformer,
+    ``models/flatten_swin.py``, ``FocusedLinearAttention.forward``, after commit e205a01): one qkv
+    Linear on the tokens, ``reshape(B, N, 3, C).permute(2, 0, 1, 3)`` and ``unbind``, ReLU, the
+    norms, ``** p``, the renormalisation on (B, N, ·), then ``reshape(B, N, heads, -1).permute(0, 2,
+    1, 3)``, ``z = 1 / (q @ Σk + ε)``, ``q @ (kᵀ v) * z``, ``transpose(1, 2).reshape(B, N, C)``, and
+    the depthwise conv on ``v.reshape(B * heads, H, W, -1).permute(0, 3, 1, 2)`` (a channels-last
+    view, heads folded into the batch) added as ``dwc(v).reshape(B, C, N).permute(0, 2, 1)``; proj
+    Linear. At the module's defaults, which are the paper's settings where the official code
+    departs: no learnable scale, no positional encoding, f_p per head (the official norms run
+    over all C), ReLU without + 1e-6 (an all-zero feature goes to 0 by clamping the norm, as
+    the module does), the normaliser as a sum with ε = 1e-6 (the official: a mean + 1e-6, and kᵀv
+    scaled by N^-0.5 twice), any H x W (the official: a square window). As a plug-in: the tokens
+    are ``x.flatten(2).transpose(1, 2)`` and the residual is added back on the grid."""
 
     def __init__(self, channels: int, heads: int, p: float, kernel_size: int | None, bias: bool, eps: float) -> None:
         super().__init__()
@@ -72,27 +78,39 @@ class FLattenRef(nn.Module):
         self.dwc = None if kernel_size is None else nn.Conv2d(d, d, kernel_size, padding=kernel_size // 2, groups=d)
 
     def forward(self, x):
-        b, c, h, w = x.shape
-        n, heads = h * w, self.heads
-        qkv = self.qkv(x.flatten(2).transpose(1, 2)).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        B, C, H, W = x.shape
+        N = H * W
+        qkv = self.qkv(x.flatten(2).transpose(1, 2)).reshape(B, N, 3, C).permute(2, 0, 1, 3)
         q, k, v = qkv.unbind(0)
-        q, k = F.relu(q), F.relu(k)
-        q_norm, k_norm = q.norm(dim=-1, keepdim=True), k.norm(dim=-1, keepdim=True)
-        q, k = q**self.p, k**self.p
+        q = F.relu(q).reshape(B, N, self.heads, -1)  # per head: the official norms run over all C
+        k = F.relu(k).reshape(B, N, self.heads, -1)
+        q_norm = q.norm(dim=-1, keepdim=True)
+        k_norm = k.norm(dim=-1, keepdim=True)
+        q = q**self.p
+        k = k**self.p
         tiny = torch.finfo(q.dtype).tiny
-        q = q / q.norm(dim=-1, keepdim=True).clamp_min(tiny) * q_norm
-        k = k / k.norm(dim=-1, keepdim=True).clamp_min(tiny) * k_norm
+        q = (q / q.norm(dim=-1, keepdim=True).clamp_min(tiny)) * q_norm
+        k = (k / k.norm(dim=-1, keepdim=True).clamp_min(tiny)) * k_norm
+
+        q = q.permute(0, 2, 1, 3)
+        k = k.permute(0, 2, 1, 3)
+        v = v.reshape(B, N, self.heads, -1).permute(0, 2, 1, 3)
+
         z = 1 / (q @ k.sum(dim=-2, keepdim=True).transpose(-2, -1) + self.eps)
-        o = q @ (k.transpose(-2, -1) @ v) * z
+        kv = k.transpose(-2, -1) @ v
+        o = q @ kv * z
+
+        o = o.transpose(1, 2).reshape(B, N, C)
         if self.dwc is not None:
-            o = o + self.dwc(v.transpose(-2, -1).reshape(b * heads, -1, h, w)).reshape(b, heads, -1, n).transpose(-2, -1)
-        o = self.proj(o.transpose(1, 2).reshape(b, n, c))
-        return x + o.transpose(1, 2).reshape(b, c, h, w)
+            v = v.reshape(B * self.heads, H, W, -1).permute(0, 3, 1, 2)
+            o = o + self.dwc(v).reshape(B, C, N).permute(0, 2, 1)
+        o = self.proj(o)
+        return x + o.transpose(1, 2).reshape(B, C, H, W)
 
 
 @_reference("flatten")
 def _flatten(m):
-    _require(m, scale=None, norm="head", key_position=None)
+    _require(m, scale=None, norm="head", key_position=None, eps_placement="guard")
     ref = FLattenRef(m.channels, m.heads, m.focusing_factor, m.kernel_size, m.bias, m.eps)
     _copy(ref, m)
     return ref

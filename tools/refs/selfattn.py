@@ -118,9 +118,15 @@ def _gc(m):
 
 
 class NonLocalRef(nn.Module):
-    """The embedded-Gaussian non-local block as the official code (facebookresearch/video-nonlocal-net,
-    nonlocal_helper.py) and timm's NonLocalAttn write it, in 2-D: 1x1 convs θ, φ, g (φ, g after the
-    optional 2x2 max-pool of x), view, bmm, softmax (optionally scaled), bmm, 1x1 conv W_z, BN, add."""
+    """The embedded-Gaussian non-local block in the official code's layout and calls, in 2-D: the
+    Caffe2 original (facebookresearch/video-nonlocal-net, ``lib/models/nonlocal_helper.py``,
+    ``spacetime_nonlocal``) and its PyTorch port by the same group (facebookresearch/SlowFast,
+    ``slowfast/models/nonlocal_helper.py``, ``Nonlocal``) keep every tensor (B, C, positions):
+    1x1 convs θ, φ, g on NCHW maps (φ, g after the optional 2x2 max-pool of x), ``view(B, d, -1)``,
+    affinity ``θᵀ φ`` (BatchMatMul trans_a), softmax over the keys (optionally scaled), ``g pᵀ``
+    (BatchMatMul trans_b) giving (B, d, N), ``view`` back to (B, d, H, W), 1x1 conv W_z, BN, sum.
+    (timm's NonLocalAttn computes ``bmm(att, g)`` and permutes back instead.) The pool keeps a
+    last odd row or column (``ceil_mode``), as the module; on even sizes it is the official pool."""
 
     def __init__(self, channels: int, inner: int, subsample: bool, scale: float) -> None:
         super().__init__()
@@ -129,17 +135,24 @@ class NonLocalRef(nn.Module):
         self.g = nn.Conv2d(channels, inner, 1)
         self.w_z = nn.Conv2d(inner, channels, 1)
         self.bn = nn.BatchNorm2d(channels)
-        self.subsample, self.scale = subsample, scale
+        self.subsample, self.scale, self.inner = subsample, scale, inner
 
     def forward(self, x):
         b, c, h, w = x.shape
+        theta = self.theta(x)
         xs = F.max_pool2d(x, 2, 2, ceil_mode=True) if self.subsample else x
-        t = self.theta(x).view(b, -1, h * w).permute(0, 2, 1)
-        p = self.phi(xs).flatten(2)
-        g = self.g(xs).flatten(2).permute(0, 2, 1)
-        att = F.softmax(torch.bmm(t, p) * self.scale, dim=2)
-        y = torch.bmm(att, g).permute(0, 2, 1).reshape(b, -1, h, w)
-        return x + self.bn(self.w_z(y))
+        phi = self.phi(xs)
+        g = self.g(xs)
+        theta = theta.view(b, self.inner, -1)
+        phi = phi.view(b, self.inner, -1)
+        g = g.view(b, self.inner, -1)
+        theta_phi = torch.bmm(theta.transpose(1, 2), phi)  # (B, N, M)
+        if self.scale != 1.0:
+            theta_phi = theta_phi * self.scale
+        p = F.softmax(theta_phi, dim=2)
+        t = torch.bmm(g, p.transpose(1, 2))  # (B, d, N)
+        y = self.w_z(t.view(b, self.inner, h, w))
+        return x + self.bn(y)
 
 
 @_reference("nonlocal")
@@ -173,8 +186,8 @@ class DANetPAMRef(nn.Module):
 
 
 class DANetCAMRef(nn.Module):
-    """DANet's channel attention module as the official ``CAM_Module`` writes it: bmm of the
-    flattened map with its transpose, ``max(energy) - energy`` (only with ``official=True``; the
+    """DANet's channel attention module as the official code writes it (junfu1115/DANet,
+    ``encoding/nn/da_att.py``, ``CAM_Module``): bmm of the flattened map with its transpose, ``max(energy) - energy`` (only with ``official=True``; the
     paper's form is the plain softmax of the energies), softmax, bmm, gamma * out + x."""
 
     def __init__(self, official: bool) -> None:
@@ -193,8 +206,9 @@ class DANetCAMRef(nn.Module):
 
 
 class DANetDualRef(nn.Module):
-    """The two official modules on the same input, summed, less one copy of the input (the
-    package's plug-in form of DANet's head without its convolutions)."""
+    """The two official modules (``encoding/nn/da_att.py``, ``PAM_Module`` and ``CAM_Module``) on
+    the same input, summed, less one copy of the input (the package's plug-in form of DANet's
+    head, ``encoding/models/sseg/danet.py``, without its convolutions)."""
 
     def __init__(self, channels: int, width: int, official: bool) -> None:
         super().__init__()
