@@ -32,7 +32,9 @@ def focusing_function(x: torch.Tensor, p: float, *, eps: float = EPS) -> torch.T
     """
     acc = _accumulator(x.dtype)
     x = x.to(acc)
-    m = x.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(acc).tiny)  # max_i x_i (x ≥ 0); tiny for x = 0
+    # max_i x_i (x ≥ 0; tiny for x = 0), detached: the result does not depend on it (degree-1
+    # homogeneity), so its exact gradient is zero and its backward (a mask over the maxima) is saved
+    m = x.detach().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(acc).tiny)
     y = (x / m) ** p  # (x / m)^{**p}: every component in [0, 1], the largest exactly 1
     norm_x = x.norm(dim=-1, keepdim=True)  # ‖x‖
     return norm_x * y / y.norm(dim=-1, keepdim=True).clamp_min(eps)  # ‖x‖ · x^p / ‖x^p‖
@@ -243,7 +245,11 @@ class FocusedLinearAttention2d(nn.Module):
         o = kernel_attention(q, k, v, eps=eps)  # (F3), per head: (B, h, N, d), in x's dtype
         if self.dwc is not None:  # (F4): + DWC(V), the heads folded into the batch (one shared conv)
             hh = x.shape[2]
-            maps = rearrange(v, "b h (y w) d -> (b h) d y w", y=hh)
+            # the maps as a channels-last view, (b h) y w d in memory, as the official code's
+            # reshape(B * heads, H, W, -1).permute(0, 3, 1, 2): the depthwise conv's forward and
+            # backward run several times faster on it than on an NCHW copy, and its output comes
+            # back as (b h) y w d in memory, so the rearrange below is a view
+            maps = rearrange(v, "b h (y w) d -> (b h) y w d", y=hh).permute(0, 3, 1, 2)  # (b h) d y w
             o = o + rearrange(self.dwc(maps), "(b h) d y w -> b h (y w) d", h=self.heads)
         o = self.proj(rearrange(o, "b h n d -> b n (h d)"))  # Concat(heads) W^O
         return x + rearrange(o, "b (h w) c -> b c h w", h=x.shape[2])
