@@ -265,6 +265,9 @@ class NonLocalBlock(nn.Module):
         else:  # (1) with (4)/(5): (f / N) g
             y = self.gate(self._logits(q, k)) @ v
         wy = rearrange(self.w_z(y), "b (h w) c -> b c h w", h=x.shape[2])  # W_z y_i, back on the grid
+        # laid out (B, C, H, W) in memory, as x and the gradient that comes back: a batch norm
+        # whose input is a channels-last view but whose gradient is NCHW takes a slow backward
+        wy = wy.contiguous()
         return x + self.bn(wy)  # (6) z = W_z y + x, W_z followed by BN (weight 0 at start)
 
     def extra_repr(self) -> str:
