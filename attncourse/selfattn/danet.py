@@ -162,7 +162,10 @@ class ChannelAttention(nn.Module):
     def _weights(self, a: torch.Tensor) -> torch.Tensor:
         energy = a @ a.transpose(1, 2)  # A_j · A_i: (B, C, C), symmetric
         if self.channel_affinity == "official":
-            energy = energy.amax(dim=-1, keepdim=True) - energy  # the official max(E) - E
+            # the official max(E) - E; the max is detached: it shifts a whole row, which changes no
+            # softmax, so its exact gradient is zero, and its backward would cost time to add
+            # only rounding noise
+            energy = energy.detach().amax(dim=-1, keepdim=True) - energy
         return self.gate(energy)  # (3) x_ji = softmax_i(·): (B, C, C)
 
     def _context(self, x: torch.Tensor) -> torch.Tensor:
