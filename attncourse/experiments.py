@@ -46,7 +46,7 @@ from .data import Split, context_bars, cued_bars, same_shapes
 from .channel.se_variants import SEVariant
 from .hybrid.scse import ChannelSE, SpatialSE
 from .nets import TinyNet
-from .train import TRAIN_THREADS, Comparison, History, compare, cpu_capability
+from .train import TRAIN_THREADS, Comparison, History, compare, cpu_capability, numerics_fingerprint
 
 __all__ = ["Protocol", "PROTOCOLS", "Stored", "protocol", "run", "save", "load", "load_model", "results_path", "models_path"]
 
@@ -285,6 +285,7 @@ def save(result: Comparison, name: str, path: str | Path | None = None) -> Path:
 def machine() -> dict[str, Any]:
     """What a stored run records of the machine: torch, the training threads, the CPU's instruction set."""
     return {"torch": torch.__version__, "threads": TRAIN_THREADS, "cpu_capability": cpu_capability(),
+            "numerics": numerics_fingerprint(),
             "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
             "date": datetime.date.today().isoformat()}
 
@@ -342,6 +343,21 @@ class Stored:
     result: Comparison
     protocol: dict[str, Any]
     machine: dict[str, Any] = field(default_factory=dict)
+
+    def machine_of(self, variant: str) -> dict[str, Any]:
+        """The machine that ran ``variant``'s runs: the file's, or the one that merged them in."""
+        for entry in reversed(self.machine.get("merged", [])):
+            if variant in entry["variants"]:
+                return entry
+        return self.machine
+
+    def repeats_here(self, variant: str) -> bool:
+        """Whether a live run of ``variant`` should repeat its stored runs bit for bit here: the
+        machine that stored them rounded a training step as this one does
+        (:func:`attncourse.train.numerics_fingerprint`) with the same torch. Training pins the
+        thread count, so the caller's thread count does not matter."""
+        m = self.machine_of(variant)
+        return m.get("torch") == torch.__version__ and m.get("numerics") == numerics_fingerprint()
 
 
 def load(name: str, path: str | Path | None = None, *, check: bool = True) -> Stored:
