@@ -263,3 +263,32 @@ def test_row_normalise_refuses_what_has_no_rows():
         RowNormalise()(torch.ones(5))
     with pytest.raises(ValueError, match="RowNormalise.*eps"):
         RowNormalise(eps=0.0)
+
+
+def test_larger_projections_take_elu_weights_to_the_relu_kernel_s():
+    """φ(s x) / s → ReLU(x): elu + 1 weights tend to the ReLU kernel's as the scale s grows, and
+    those do not depend on s (softmax's, by contrast, sharpen without bound)."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 144, 16, generator=g, dtype=torch.float64).unbind(0)
+    relu = kernel_weights(F.relu(q), F.relu(k), eps=0.0)
+    gaps = [(kernel_weights(elu_feature_map(s * q), elu_feature_map(s * k), eps=0.0) - relu).abs().max().item()
+            for s in (1, 16, 256, 4096)]
+    assert all(a > b for a, b in zip(gaps, gaps[1:])) and gaps[-1] < 1e-3 < gaps[0]
+    for s in (0.01, 1.0, 100.0):
+        torch.testing.assert_close(kernel_weights(F.relu(s * q), F.relu(s * k), eps=0.0), relu)
+
+
+def test_relu_feature_map_is_flatten_without_focusing_and_dwc():
+    from attncourse.linear.flatten import FocusedLinearAttention2d
+
+    lin = LinearAttention2d(16, heads=2, feature_map="relu").double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in lin.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.5)
+    fla = FocusedLinearAttention2d(16, heads=2, focusing_factor=1, kernel_size=None).double()
+    fla.load_state_dict(lin.state_dict())
+    x = torch.randn(2, 16, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(fla(x), lin(x))
+    torch.testing.assert_close(fla.attention(x), lin.attention(x))
+

@@ -39,7 +39,11 @@ class LinearAttention2d(nn.Module):
 
     Eq. (5), by the associativity (6), costs O(N d²) per head instead of softmax attention's
     O(N² d): the d × d state
-    ``Σ_j φ(K_j) V_jᵀ`` is formed once and every query reads it. The heads are concatenated and
+    ``Σ_j φ(K_j) V_jᵀ`` is formed once and every query reads it. Unlike softmax's logit
+    q·k / √d, which grows with the square of the projections' scale, elu + 1 weights cannot be
+    made arbitrarily sharp by larger projections: φ(s x) / s → ReLU(x) as s grows, so the weights
+    tend to the ReLU kernel's, which do not depend on s (tested; the chapter measures the
+    entropies). The heads are concatenated and
     projected by W^O, as in multi-head attention. The module is non-causal (every position sees
     every other, as on images); the causal form is ``attncourse.linear.kernel_attention(...,
     causal=True)``.
@@ -49,7 +53,9 @@ class LinearAttention2d(nn.Module):
         heads: h (must divide C; d = C / h). 8 by default, as Part III's MHSA.
         bias: biases on the projections (``True``, as the course's MHSA; the paper's code uses
             ``nn.Linear`` with bias).
-        feature_map: ``"elu"`` (the paper's φ(x) = elu(x) + 1) or ``"relu"`` (EfficientViT's).
+        feature_map: ``"elu"`` (the paper's φ(x) = elu(x) + 1) or ``"relu"`` (EfficientViT's; the
+            same as ``FocusedLinearAttention2d(..., focusing_factor=1, kernel_size=None)`` with the
+            same weights, tested).
         eps: ε added to the normaliser φ(Q_i)ᵀ Σ_j φ(K_j) (fast-transformers' 1e-6). With elu + 1
             the normaliser is > 0 in exact arithmetic; ε is there for ReLU features that are all
             zero (0/0) and for elu + 1 features that round to 0 in low precision.
