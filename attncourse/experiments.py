@@ -178,6 +178,8 @@ PROTOCOLS: dict[str, Protocol] = {
             "Non-local (scaled)": ("nonlocal", {"scale": True}),
             # θ, φ, g started as nn.MultiheadAttention's instead of the official normal(std 0.01)
             "Non-local (Xavier)": ("nonlocal", {"init": "xavier"}),
+            # the paper's own start (§4.1: He et al.'s initialisation of the block's weight layers)
+            "Non-local (He)": ("nonlocal", {"init": "he"}),
             "GC": ("gc", {}),
             # r = 4 as SE and CBAM here: at the default r = 16 the bottleneck of 32 channels has 2
             # units, and a LayerNorm over 2 values outputs about ±1 whatever comes in
