@@ -416,6 +416,7 @@ def test_init_docstring_quotes_the_stored_five_seeds():
         acc = stored.accuracies(variant)
         assert f"{label} " + ", ".join(f"{a:.3f}" for a in acc) in doc
         assert (acc > 0.9).sum() == solved  # "one of five against four of five"
+        assert f"{stored.std(variant):.3f}" in doc
     assert "one of five against four of five" in doc
 
 

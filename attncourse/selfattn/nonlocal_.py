@@ -123,7 +123,8 @@ class NonLocalBlock(nn.Module):
             start near 0 and the weights near uniform. The part's stored runs (five seeds,
             ``experiments.load("selfattn")``; final test accuracy, seeds 0-4): official 0.725,
             0.842, 0.485, 0.936, 0.896; Xavier 0.526, 0.957, 0.910, 0.920, 0.912: seeds above 0.9,
-            one of five against four of five, with the sd (0.18) as large as the gap of the means.
+            one of five against four of five, with standard deviations (0.181, 0.179) as large
+            as the gap of the means.
 
     Shapes: input ``(B, C, H, W)`` → output ``(B, C, H, W)``, any H, W ≥ 1.
     ``attention(x)``: ``(B, 1, H*W, N_keys)``, queries in ``(h w)`` order, N_keys = H W, or
