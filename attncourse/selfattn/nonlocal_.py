@@ -121,10 +121,11 @@ class NonLocalBlock(nn.Module):
             for θ, φ, g; C/2 for W_z; 2·C/2 for w_f; the paper does not say fan_in or fan_out,
             we take PyTorch's default, He et al.'s forward form). With std 0.01 the logits θᵀφ
             start near 0 and the weights near uniform. The part's stored runs (five seeds,
-            ``experiments.load("selfattn")``; final test accuracy, seeds 0-4): official 0.725,
-            0.842, 0.485, 0.936, 0.896; Xavier 0.526, 0.957, 0.910, 0.920, 0.912: seeds above 0.9,
-            one of five against four of five, with standard deviations (0.181, 0.179) as large
-            as the gap of the means.
+            ``experiments.load("selfattn")``; final test accuracy, seeds 0-4): official 0.489,
+            0.707, 0.482, 0.951, 0.907; Xavier 0.488, 0.946, 0.901, 0.937, 0.908; He 0.788, 0.883,
+            0.928, 0.942, 0.931. Seeds above 0.9: two, four and three of five; only the He start
+            has no seed at chance (standard deviations 0.222, 0.195, 0.064). Five seeds do not
+            settle which start is better.
 
     Shapes: input ``(B, C, H, W)`` → output ``(B, C, H, W)``, any H, W ≥ 1.
     ``attention(x)``: ``(B, 1, H*W, N_keys)``, queries in ``(h w)`` order, N_keys = H W, or
