@@ -318,7 +318,7 @@ def merge(result: Comparison, name: str, path: str | Path | None = None) -> Path
     missing = set(now["variants"]) - set(kept) - set(result.histories)
     if missing:
         raise ValueError(f"experiments.merge: variants {sorted(missing)} would have no runs; name them too")
-    order = [v for v in now["variants"]]
+    order = list(now["variants"])
     hist = {v: doc["histories"][v] for v in kept}
     hist.update({k: [{"train_loss": h.train_loss, "test_acc": h.test_acc, "seconds": h.seconds} for h in hs]
                  for k, hs in result.histories.items()})

@@ -189,13 +189,9 @@ def test_seed_zero_repeats_its_stored_run_whatever_the_callers_threads(name, cal
                     f"numerics {m.get('numerics')}; here torch {torch.__version__}, {numerics_fingerprint()}): "
                     f"`make results` re-runs it here")
     p = experiments.protocol(name)
-    before = torch.get_num_threads()
-    torch.set_num_threads(caller_threads)
-    try:
+    with pinned_threads(caller_threads):                              # the reader's setting
         _, h = fit(p.network(variant), p.data(), seed=0, progress=False, **p.fit_kwargs())
         assert torch.get_num_threads() == caller_threads            # the caller's setting is restored
-    finally:
-        torch.set_num_threads(before)
     run = stored.result.histories[variant][stored.result.seeds.index(0)]
     assert h.train_loss == run.train_loss and h.test_acc == run.test_acc
 

@@ -17,12 +17,14 @@ that takes the package's module, refuses settings the reference does not impleme
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
 
 import attncourse
+
+M = TypeVar("M", bound=nn.Module)
 
 REFERENCES: dict[str, Callable[[nn.Module], nn.Module]] = {}
 
@@ -47,8 +49,9 @@ def _require(module: nn.Module, **settings) -> None:
             raise NotImplementedError(f"the reference for {type(module).__name__} needs {key}={want!r}, got {got!r}")
 
 
-def _copy(dst: nn.Module, src: nn.Module) -> None:
-    """Copy src's parameters and buffers into dst's (same order; reshaped, e.g. Linear -> 1x1 conv)."""
+def _copy(dst: M, src: nn.Module) -> M:
+    """Copy src's parameters and buffers into dst's (same order; reshaped, e.g. Linear -> 1x1 conv);
+    returns dst, so a builder reads ``return _copy(XRef(...), m)``."""
     d, s = dict(dst.state_dict()), src.state_dict()
     if len(d) != len(s):
         raise ValueError(f"{type(dst).__name__} has {len(d)} tensors, {type(src).__name__} has {len(s)}")
@@ -57,6 +60,7 @@ def _copy(dst: nn.Module, src: nn.Module) -> None:
             if td.numel() != ts.numel():
                 raise ValueError(f"cannot copy {ks} {tuple(ts.shape)} into {kd} {tuple(td.shape)}")
             td.copy_(ts.reshape(td.shape))
+    return dst
 
 
 # The parts register their references on import (after the helpers above, which they use).

@@ -32,9 +32,7 @@ class SERef(nn.Module):
 
 @_reference("se")
 def _se(m):
-    ref = SERef(m.channels, m.hidden, m.bias)
-    _copy(ref, m)
-    return ref
+    return _copy(SERef(m.channels, m.hidden, m.bias), m)
 
 
 class ECARef(nn.Module):
@@ -52,9 +50,7 @@ class ECARef(nn.Module):
 
 @_reference("eca")
 def _eca(m):
-    ref = ECARef(m.kernel_size)
-    _copy(ref, m)
-    return ref
+    return _copy(ECARef(m.kernel_size), m)
 
 
 class SKRef(nn.Module):
@@ -87,9 +83,7 @@ class SKRef(nn.Module):
 
 @_reference("sk")
 def _sk(m):
-    ref = SKRef(m.channels, m.branches, m.groups, m.hidden)
-    _copy(ref, m)
-    return ref
+    return _copy(SKRef(m.channels, m.branches, m.groups, m.hidden), m)
 
 
 class SimAMRef(nn.Module):

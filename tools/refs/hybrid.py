@@ -36,9 +36,7 @@ class CBAMRef(nn.Module):
 @_reference("cbam")
 def _cbam(m):
     _require(m, order="channel-spatial", spatial_norm=False, pool_order="avg-max")
-    ref = CBAMRef(m.channels, m.hidden, m.kernel_size, m.bias)
-    _copy(ref, m)
-    return ref
+    return _copy(CBAMRef(m.channels, m.hidden, m.kernel_size, m.bias), m)
 
 
 class BAMRef(nn.Module):
@@ -67,9 +65,7 @@ class BAMRef(nn.Module):
 @_reference("bam")
 def _bam(m):
     _require(m, combine="sum", bn="output")
-    ref = BAMRef(m.channels, m.hidden, m.dilation)
-    _copy(ref, m)
-    return ref
+    return _copy(BAMRef(m.channels, m.hidden, m.dilation), m)
 
 
 class SCSERef(nn.Module):
@@ -93,9 +89,7 @@ class SCSERef(nn.Module):
 @_reference("scse")
 def _scse(m):
     _require(m, aggregation="sum")
-    ref = SCSERef(m.channels, m.cse.hidden)
-    _copy(ref, m)
-    return ref
+    return _copy(SCSERef(m.channels, m.cse.hidden), m)
 
 
 class CoordRef(nn.Module):
@@ -123,9 +117,7 @@ class CoordRef(nn.Module):
 
 @_reference("coord")
 def _coord(m):
-    ref = CoordRef(m.channels, m.hidden)
-    _copy(ref, m)
-    return ref
+    return _copy(CoordRef(m.channels, m.hidden), m)
 
 
 class GAMRef(nn.Module):
@@ -156,9 +148,7 @@ class GAMRef(nn.Module):
 
 @_reference("gam")
 def _gam(m):
-    ref = GAMRef(m.channels, m.hidden, m.kernel_size, m.channel_sigmoid)
-    _copy(ref, m)
-    return ref
+    return _copy(GAMRef(m.channels, m.hidden, m.kernel_size, m.channel_sigmoid), m)
 
 
 class ShuffleRef(nn.Module):
@@ -187,9 +177,7 @@ class ShuffleRef(nn.Module):
 
 @_reference("sa")
 def _sa(m):
-    ref = ShuffleRef(m.channels, m.groups, m.norm_affine)
-    _copy(ref, m)
-    return ref
+    return _copy(ShuffleRef(m.channels, m.groups, m.norm_affine), m)
 
 
 class EMARef(nn.Module):

@@ -111,9 +111,7 @@ class FLattenRef(nn.Module):
 @_reference("flatten")
 def _flatten(m):
     _require(m, scale=None, norm="head", key_position=None, eps_placement="guard")
-    ref = FLattenRef(m.channels, m.heads, m.focusing_factor, m.kernel_size, m.bias, m.eps)
-    _copy(ref, m)
-    return ref
+    return _copy(FLattenRef(m.channels, m.heads, m.focusing_factor, m.kernel_size, m.bias, m.eps), m)
 
 
 class LinearAttentionRef(nn.Module):
@@ -143,6 +141,4 @@ class LinearAttentionRef(nn.Module):
 @_reference("linear")
 def _linear(m):
     _require(m, feature_map="elu")
-    ref = LinearAttentionRef(m.channels, m.heads, m.bias, m.eps)
-    _copy(ref, m)
-    return ref
+    return _copy(LinearAttentionRef(m.channels, m.heads, m.bias, m.eps), m)

@@ -83,9 +83,7 @@ class MHSARef(nn.Module):
 @_reference("mhsa")
 def _mhsa(m):
     _require(m, position=None)
-    ref = MHSARef(m.channels, m.heads, m.bias)
-    _copy(ref, m)
-    return ref
+    return _copy(MHSARef(m.channels, m.heads, m.bias), m)
 
 
 class GCRef(nn.Module):
@@ -112,9 +110,7 @@ class GCRef(nn.Module):
 @_reference("gc")
 def _gc(m):
     _require(m, pooling="att", fusion="add")
-    ref = GCRef(m.channels, m.hidden)
-    _copy(ref, m)
-    return ref
+    return _copy(GCRef(m.channels, m.hidden), m)
 
 
 class NonLocalRef(nn.Module):
@@ -158,9 +154,7 @@ class NonLocalRef(nn.Module):
 @_reference("nonlocal")
 def _nonlocal(m):
     _require(m, pairwise="embedded_gaussian")
-    ref = NonLocalRef(m.channels, m.inner, m.subsample, m.logit_scale)
-    _copy(ref, m)
-    return ref
+    return _copy(NonLocalRef(m.channels, m.inner, m.subsample, m.logit_scale), m)
 
 
 class DANetPAMRef(nn.Module):
@@ -221,20 +215,14 @@ class DANetDualRef(nn.Module):
 
 @_reference("pam")
 def _pam(m):
-    ref = DANetPAMRef(m.channels, m.width)
-    _copy(ref, m)
-    return ref
+    return _copy(DANetPAMRef(m.channels, m.width), m)
 
 
 @_reference("cam")
 def _cam(m):
-    ref = DANetCAMRef(m.channel_affinity == "official")
-    _copy(ref, m)
-    return ref
+    return _copy(DANetCAMRef(m.channel_affinity == "official"), m)
 
 
 @_reference("danet")
 def _danet(m):
-    ref = DANetDualRef(m.channels, m.position.width, m.channel_affinity == "official")
-    _copy(ref, m)
-    return ref
+    return _copy(DANetDualRef(m.channels, m.position.width, m.channel_affinity == "official"), m)
