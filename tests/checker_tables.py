@@ -25,3 +25,5 @@ def check_table(check, right, mistakes):
     for blank in ([..., None] if not callable(right) else [..., _blank]):
         fb = check(blank)
         assert not fb and not fb.attempted and "not attempted" in fb.message
+        # the message names the placeholder the cell holds
+        assert ("raise NotImplementedError" if blank is _blank else "`...`") in fb.message, fb.message
