@@ -248,3 +248,23 @@ def test_capture_input_returns_what_a_submodule_received_and_restores_the_mode()
     with pytest.raises(ValueError, match="capture_input.*never received"):
         capture_input(net, nn.Identity(), x)
     assert time_forward(net, x) > 0
+
+
+def test_map_helpers_label_the_colour_scale_and_mark_the_query():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attncourse.plot import FONT, add_colorbar, mark_query, outline_region
+
+    fig, axes = plt.subplots(1, 2)
+    for ax in axes:
+        im = ax.imshow(torch.rand(6, 8), vmin=0, vmax=1)
+    cbar = add_colorbar(im, axes.tolist(), label="attention weight")
+    assert cbar.ax.get_ylabel() == "attention weight" and cbar.ax.yaxis.label.get_fontsize() == FONT
+    line = mark_query(axes[0], 2, 5)
+    assert line.get_xdata().tolist() == [5] and line.get_ydata().tolist() == [2]
+    rect = outline_region(axes[1], 1, 3, 3, 2)
+    assert rect.get_xy() == (2.5, 0.5) and (rect.get_width(), rect.get_height()) == (2, 3)
+    plt.close(fig)
