@@ -93,8 +93,16 @@ def chromium():
 
 
 @pytest.fixture
-def lab(tmp_path, chromium):
-    """`make lab` on a copy of the chapters; yields (url, log); stops it and everything it started."""
+def lab(chromium, lab_server):
+    """`make lab` on a copy of the chapters, for the browser; yields (url, log)."""
+    base, token, log_path = lab_server
+    return f"{base}/lab?token={token}", log_path
+
+
+@pytest.fixture
+def lab_server(tmp_path):
+    """`make lab` on a copy of the chapters (in tmp_path/chapters); yields (base url, token, log);
+    stops it and everything it started."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed: cannot start `make lab`")
     if not (ROOT / ".venv/bin/jupyter").exists():
@@ -122,7 +130,7 @@ def lab(tmp_path, chromium):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"`make lab` did not serve on port {port}:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.25)
-        yield f"{base}/lab?token={token}", log_path
+        yield base, token, log_path
     finally:
         try:  # the server stops its kernels, then exits; make exits with it
             urllib.request.urlopen(urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST"), timeout=5)
