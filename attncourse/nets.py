@@ -62,8 +62,11 @@ class TinyNet(nn.Module):
         attn_kwargs: keyword arguments for the mechanism (e.g. ``{"reduction": 4}``).
         pool_every: insert a 2×2 max-pool after every this many blocks (0: never).
         attn_blocks: the indices of the blocks that get the attention module (``None``: every
-            block). Attention over all positions costs N² per image, so Part III puts it only
-            in the last block, on a pooled map, as the papers put non-local blocks in later stages.
+            block). Attention over all positions costs N² per image, so Parts III and IV put it
+            in one block only: ``widths=(16, 32, 32), pool_every=2, attn_blocks=[1]``, the second
+            block, at the input's full resolution, before the first pooling (the protocols in
+            :mod:`attncourse.experiments`). The papers put non-local blocks in later stages of
+            much larger networks; here the one block must see the whole map the task is posed on.
     """
 
     def __init__(

@@ -268,3 +268,20 @@ def test_map_helpers_label_the_colour_scale_and_mark_the_query():
     rect = outline_region(axes[1], 1, 3, 3, 2)
     assert rect.get_xy() == (2.5, 0.5) and (rect.get_width(), rect.get_height()) == (2, 3)
     plt.close(fig)
+
+
+def test_tinynet_docstring_where_parts_three_and_four_put_attention():
+    """TinyNet's docstring: in Parts III and IV's protocols the one attention module is in the
+    second block, at the input's full resolution, before the first pooling."""
+    from attncourse.experiments import PROTOCOLS
+
+    for name in ("selfattn", "selfattn_far", "linear"):
+        proto = PROTOCOLS[name]
+        variant = next(v for v in proto.variants if v != "baseline")
+        net = proto.network(variant)()
+        kinds = [type(m).__name__ for m in net.features]
+        assert kinds == ["ConvBlock", "ConvBlock", "MaxPool2d", "ConvBlock"], (name, kinds)
+        with_attn = [i for i, m in enumerate(net.features) if m.__class__.__name__ == "ConvBlock"
+                     and any(not isinstance(s, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Identity)) for s in m.children())]
+        assert with_attn == [1], (name, with_attn)
+    assert "the second\n            block, at the input's full resolution" in TinyNet.__doc__
