@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import einsum
 
 from attncourse.exercises import linear as ex
 
@@ -17,102 +18,96 @@ from checker_tables import check_table as _check_table
 EPS = 1e-6
 
 
-def _masked(mask="tril", normalise="causal", phi_again=False, eps=EPS):
-    def fn(fq, fk, v):
+def _phi(t):
+    return F.elu(t) + 1
+
+
+def _block(mask="tril", state="both", normalise="causal", phi_again=False, eps=EPS, fill="zero", returns="right"):
+    """A learner's causal_block in the masked n x n form, right or with one typical mistake."""
+    def fn(fq, fk, v, s, z):
+        s_in, z_in = s, z
         if phi_again:
-            fq, fk = F.elu(fq) + 1, F.elu(fk) + 1
+            fq, fk = _phi(fq), _phi(fk)
         sim = fq @ fk.transpose(-2, -1)
         n = sim.shape[-1]
         keep = {"tril": sim.new_ones(n, n).tril(), "strict": sim.new_ones(n, n).tril(-1),
                 "triu": sim.new_ones(n, n).triu(), "none": sim.new_ones(n, n)}[mask]
-        num = (sim * keep) @ v
-        if normalise == "none":
-            return num
-        den = (sim * keep if normalise == "causal" else sim).sum(-1, keepdim=True)
-        return num / (den + eps)
+        masked = sim.masked_fill(keep == 0, float("-inf")) if fill == "-inf" else sim * keep
+        num = masked @ v
+        den = (sim if normalise == "all" else masked).sum(-1)
+        if state in ("both", "num"):
+            num = num + fq @ s
+        if state in ("both", "den"):
+            den = den + einsum(fq, z, "... n d, ... d -> ... n")
+        out = num if normalise == "none" else num / (den[..., None] + eps)
+        kv, ksum = fk.transpose(-2, -1) @ v, fk.sum(-2)
+        return {
+            "right": lambda: (out, s_in + kv, z_in + ksum),
+            "one tensor": lambda: out,
+            "pair": lambda: (out, s_in + kv),
+            "S unchanged": lambda: (out, s_in, z_in + ksum),
+            "S block only": lambda: (out, kv, z_in + ksum),
+            "S last only": lambda: (out, s_in + fk[..., -1, :, None] * v[..., -1, None, :], z_in + ksum),
+            "Z unchanged": lambda: (out, s_in + kv, z_in),
+            "S transposed": lambda: (out, (s_in + kv).transpose(-2, -1), z_in + ksum),
+        }[returns]()
     return fn
 
 
-def _loop(update_after_read=False):
-    def fn(fq, fk, v):
-        s = fq.new_zeros(*fq.shape[:-2], fq.shape[-1], v.shape[-1])
-        z = fq.new_zeros(*fq.shape[:-2], fq.shape[-1])
-        out = []
-        for i in range(fq.shape[-2]):
-            if not update_after_read:
-                s, z = s + fk[..., i, :, None] * v[..., i, None, :], z + fk[..., i, :]
-            o = (fq[..., i, None, :] @ s)[..., 0, :] / ((fq[..., i, :] * z).sum(-1, keepdim=True) + EPS)
-            out.append(o)
-            if update_after_read:
-                s, z = s + fk[..., i, :, None] * v[..., i, None, :], z + fk[..., i, :]
-        return torch.stack(out, -2)
+def _cumsum(s_axis=-3, z_axis=-2):
+    """The running-sum form inside the block, with the cumsums along the given axes."""
+    def fn(fq, fk, v, s, z):
+        kv = fk[..., :, :, None] * v[..., :, None, :]  # (..., n, d, e)
+        s_i, z_i = s[..., None, :, :] + kv.cumsum(s_axis), z[..., None, :] + fk.cumsum(z_axis)
+        out = (fq[..., None, :] @ s_i)[..., 0, :] / ((fq * z_i).sum(-1, keepdim=True) + EPS)
+        return out, s + kv.sum(-3), z + fk.sum(-2)
     return fn
 
 
-def _cumsum(axis=-3, reverse=False):
-    def fn(fq, fk, v):
-        kv = fk[..., :, None] * v[..., None, :]  # (..., n, d, e)
-        if reverse:
-            s, z = kv.flip(-3).cumsum(-3).flip(-3), fk.flip(-2).cumsum(-2).flip(-2)
-        else:
-            s, z = kv.cumsum(axis), fk.cumsum(-2 if axis == -3 else -1)
-        return (fq[..., None, :] @ s)[..., 0, :] / ((fq * z).sum(-1, keepdim=True) + EPS)
+def _softmax(scaled=True):
+    def fn(fq, fk, v, s, z):
+        n = fq.shape[-2]
+        scores = (fq @ fk.transpose(-2, -1)) / (fq.shape[-1] ** 0.5 if scaled else 1)
+        scores = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+        return scores.softmax(-1) @ v, s + fk.transpose(-2, -1) @ v, z + fk.sum(-2)
     return fn
 
 
-def _blank(*args):
-    raise NotImplementedError
+def _chapter_forms(fq, fk, v, s, z):
+    """The chapter's causal_masked copied: it starts from S = 0, Z = 0."""
+    sim = (fq @ fk.transpose(-2, -1)).tril()
+    return sim @ v / (sim.sum(-1, keepdim=True) + EPS), s + fk.transpose(-2, -1) @ v, z + fk.sum(-2)
 
 
-def test_causal_three_ways():
-    right = _masked()
-
-    def three(loop=_loop(), cumsum=_cumsum(), masked=right):
-        return (loop, cumsum, masked)
-
-    rows = {
-        "non-causal": three(masked=_masked(mask="none")),
-        "strict mask": three(masked=_masked(mask="strict")),
-        "state read before update": three(loop=_loop(update_after_read=True)),
-        "future": three(masked=_masked(mask="triu")),
-        "reversed cumsum": three(cumsum=_cumsum(reverse=True)),
-        "no normaliser": three(masked=_masked(normalise="none")),
-        "full normaliser": three(masked=_masked(normalise="all")),
-        "phi again": three(masked=_masked(phi_again=True)),
-        "cumsum over features": three(cumsum=_cumsum(axis=-2)),
-        "a crash": three(cumsum=lambda *a: 1 / 0),
-    }
-    fragments = {
-        "non-causal": "non-causal form",
-        "strict mask": "diagonal is missing",
-        "state read before update": "diagonal is missing",
-        "future": "future keys",
-        "reversed cumsum": "future keys",
-        "no normaliser": "normaliser is missing",
-        "full normaliser": "whole sequence",
-        "phi again": "φ was applied again",
-        "cumsum over features": "values differ",
-        "a crash": "ZeroDivisionError",
-    }
-    assert ex.check_causal_three_ways(*three())
-    messages = {}
-    for label, answer in rows.items():
-        fb = ex.check_causal_three_ways(*answer)
-        assert not fb and fb.attempted, f"{label}: {fb!r}"
-        assert fragments[label] in fb.message, f"{label}: {fb.message!r}"
-        messages[label] = fb.message
-    # the message names the form that is wrong
-    assert "causal_masked" in messages["non-causal"] and "causal_loop" in messages["state read before update"]
-    assert "causal_cumsum" in messages["reversed cumsum"]
-    # two mistakes that are one mistake (the diagonal) share a message up to the form's name; the others differ
-    distinct = {m.split(":", 1)[1] for k, m in messages.items() if k not in ("state read before update", "reversed cumsum")}
-    assert len(distinct) == len(messages) - 2
-    blank = ex.check_causal_three_ways(_blank, _blank, _blank)
-    assert not blank and not blank.attempted and "not attempted" in blank.message
-    fb = ex.check_causal_three_ways(_loop(), _blank, right)
-    assert not fb and fb.attempted and "2 of the three" in fb.message
-    fb = ex.check_causal_three_ways(..., ..., ...)
-    assert not fb and not fb.attempted
+def test_causal_block():
+    _check_table(ex.check_causal_block, _block(), {
+        "state ignored (the chapter's forms)": (_chapter_forms, "incoming state (s, z) is ignored"),
+        "S without Z": (_block(state="num"), "Z is missing from the denominator"),
+        "Z without S": (_block(state="den"), "S is missing from the numerator"),
+        "no mask": (_block(mask="none"), "every key of the block"),
+        "strict mask": (_block(mask="strict"), "diagonal is missing"),
+        "future": (_block(mask="triu"), "future keys"),
+        "no normaliser": (_block(normalise="none"), "normaliser is missing"),
+        "block normaliser": (_block(normalise="all"), "denominator sums over every key"),
+        "phi again": (_block(phi_again=True), "φ was applied again"),
+        "no eps": (_block(eps=0.0), "the ε is missing"),
+        "NaN (-inf mask)": (_block(fill="-inf"), "NaN"),
+        "cumsum over d": (_cumsum(s_axis=-2, z_axis=-1), "cumsum runs over the wrong axis (S's over the feature axis d"),
+        "cumsum over e": (_cumsum(s_axis=-1), "S's over the value axis e"),
+        "Z's cumsum over d": (_cumsum(z_axis=-1), "S's over the positions, Z's over the feature axis d"),
+        "softmax": (_softmax(), "softmax attention over the block's keys"),
+        "softmax, unscaled": (_softmax(scaled=False), "φ(Q_i)ᵀφ(K_j), masked)"),
+        "one tensor": (_block(returns="one tensor"), "returned one tensor"),
+        "two things": (_block(returns="pair"), "of length 2"),
+        "S unchanged": (_block(returns="S unchanged"), "returned S is the incoming one"),
+        "S of the block only": (_block(returns="S block only"), "returned S holds only this block's sums"),
+        "S of the last position": (_block(returns="S last only"), "returned S adds only the block's last position"),
+        "Z unchanged": (_block(returns="Z unchanged"), "returned Z is the incoming one"),
+        "S transposed": (_block(returns="S transposed"), "new S: the shape is"),
+        "a crash": (lambda *a: 1 / 0, "ZeroDivisionError"),
+    })
+    # the cumsum form with the right axes passes too, and chained over blocks it is the chapter's causal form
+    assert ex.check_causal_block(_cumsum())
 
 
 def test_flop_ratio():
