@@ -7,14 +7,48 @@ from typing import Any
 from ..channel.eca import eca_kernel_size
 from . import Feedback, check_number, failed, is_unanswered, not_attempted, passed
 
-__all__ = ["check_eca_resnet152_parameters", "check_permutation", "check_eca_resnet50_parameters", "check_cross_channel"]
+__all__ = ["check_spatial_shuffle", "check_permutation", "check_eca_resnet152_parameters", "check_eca_resnet50_parameters",
+           "check_cross_channel"]
 
 _WIDTHS = (256, 512, 1024, 2048)
 _RESNET152 = (3, 8, 36, 3)
 _RESNET50 = (3, 4, 6, 3)
 
 
-# Exercise 1 (ECA in ResNet-152 with the formula's kernels), typical mistakes: the released
+# Exercise 1 (which modules commute with one shuffle of the positions, the same for every channel
+# and image), typical mistakes: SK taken as commuting because its weights come from a global mean
+# (but its branches are convolutions, whose windows follow the positions and whose zero padding
+# sits at the border), ECA taken as not commuting because it is a convolution (but it runs along
+# the channels of the pooled descriptors, not over positions), SE taken as not commuting, SimAM
+# taken as not commuting (its mean and variance are over all positions of a channel, which a
+# shuffle keeps).
+def check_spatial_shuffle(answer: Any) -> Feedback:
+    """Exercise 1: for which modules does shuffling the positions just shuffle the output (same weights)?"""
+    what = "Shuffling the positions"
+    if is_unanswered(answer):
+        return not_attempted(what)
+    expected = {"se": True, "eca": True, "sk": False, "simam": True}
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        return failed(f"{what}: expected a dict with keys {sorted(expected)}, got {answer!r}")
+    why = {
+        "se": "SE: the squeeze is the mean over all positions, which a shuffle does not change, and the scale "
+        "multiplies every position of a channel by the same weight, so the output is shuffled like the input.",
+        "eca": "ECA: its 1-D convolution runs along the channel axis of the pooled descriptors, not over positions; "
+        "the descriptors are means over all positions, which a shuffle keeps.",
+        "sk": "SK: its branches are 3×3 convolutions, whose windows see neighbouring positions; after a shuffle a "
+        "position has other neighbours (and the zero padding sits at other positions), so the branches change.",
+        "simam": "SimAM: the mean and the variance of a channel are over all its positions, which a shuffle keeps, "
+        "and each neuron's weight depends only on its own value and these two numbers.",
+    }
+    wrong = [k for k in expected if bool(answer[k]) != expected[k]]
+    if wrong:
+        return failed(f"{what}: not right for {', '.join(wrong)}. " + " ".join(why[k] for k in wrong))
+    return passed(f"{what}: right. " + " ".join(why.values()))
+
+
+# The former exercise 1 (the chapter prints ECA's kernel per width; the answer summed them over the
+# blocks, as the ECA chapter does for ResNet-50); kept for older copies. ECA in ResNet-152 with
+# the formula's kernels, typical mistakes: the released
 # per-stage kernels (3, 5, 5, 7), one module per stage, a bias counted, ResNet-50's block counts,
 # the formula applied to the inner 3×3 widths (64 ... 512), k = 3 everywhere.
 def check_eca_resnet152_parameters(answer: Any) -> Feedback:

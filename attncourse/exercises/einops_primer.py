@@ -14,6 +14,7 @@ __all__ = [
     "check_map_heads",
     "check_unpatchify",
     "check_shared_key_scores",
+    "check_conv_unpatchify",
     "check_to_tokens",
     "check_split_heads",
     "check_patchify",
@@ -135,12 +136,17 @@ def check_attention_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tens
 
 
 # Exercise 1 (windows of p x p tokens), typical mistakes: strided sampling instead of contiguous
-# windows ((p1 h) instead of (h p1)), the channel axis not moved last, windows ordered (w h), the
-# windows put after the batch ((h w b)), the tokens inside a window in (p2 p1) order.
+# windows ((p1 h) instead of (h p1)), the channel axis not moved last (values, or the shape
+# (B·n, C, p·p)), windows ordered (w h), the windows put after the batch ((h w b)), the tokens
+# inside a window in (p2 p1) order, the windows not merged into the batch (B, n, p·p, C), each
+# window flattened into one vector ((B·n, p·p·C), or the chapter's patch layout (B, n, p·p·C)).
+# The cases have no two axes of equal size (B, C, H/p, W/p, p all differ), so that no axis can
+# pass for another.
 def check_window_tokens(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Feedback:
     """Exercise 1: ``(B, C, H, W) -> (B·(H/p)·(W/p), p·p, C)``: non-overlapping p×p windows as token sequences."""
     what = "window_tokens"
-    cases = [(torch.randn(2, 3, 4, 6), 2), (torch.randn(1, 2, 6, 9), 3)]
+    g = torch.Generator().manual_seed(0)
+    cases = [(torch.randn(3, 5, 14, 8, generator=g), 2), (torch.randn(2, 5, 12, 18, generator=g), 3)]
 
     def reference(x, p):
         b, c, h, w = x.shape
@@ -148,8 +154,19 @@ def check_window_tokens(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Feed
 
     def diagnose(got, expected, x, p):
         b, c, h, w = x.shape
+        n = (h // p) * (w // p)
+        shapes = {
+            (b, n, p * p, c): "the shape is (B, windows, p·p, C): merge the windows into the batch axis, "
+            "'... -> (b h w) (p1 p2) c', so that each window is one sequence.",
+            (b * n, p * p * c): "each window is flattened into one vector of p·p·C numbers; here a window is a "
+            "sequence of p·p tokens, each a C-vector: '... -> (b h w) (p1 p2) c'.",
+            (b, n, p * p * c): "that is the patch layout of the chapter's ViT embedding, one vector per patch; "
+            "here each window is a sequence of p·p tokens of C channels, '(b h w) (p1 p2) c'.",
+            (b * n, c, p * p): "the shape is (B·windows, C, p·p): the channels come before the tokens; each token "
+            "must be a C-vector, '... -> (b h w) (p1 p2) c'.",
+        }
         if got.shape != expected.shape:
-            return None
+            return shapes.get(tuple(got.shape))
         v = x.reshape(b, c, h // p, p, w // p, p)                                    # b c h p1 w p2
         strided = x.reshape(b, c, p, h // p, p, w // p).permute(0, 3, 5, 2, 4, 1).reshape(-1, p * p, c)
         alternatives = {
@@ -174,11 +191,14 @@ def check_window_tokens(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Feed
 
 
 # Exercise 2 (heads from a feature map), typical mistakes: channels split as (d heads), the
-# tokens in (w h) order, d before the tokens ((B, heads, d, N)), the spatial axes not flattened.
+# tokens in (w h) order, d before the tokens ((B, heads, d, N)), the spatial axes not flattened,
+# the tokens before the heads ((B, N, heads, d)), the channels not split into heads ((B, N, C)).
+# No two axes of a case have the same size (B, heads, d, H, W all differ).
 def check_map_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Feedback:
     """Exercise 2: ``(B, heads·d, H, W) -> (B, heads, H·W, d)``, head 0 owning the first d channels."""
     what = "map_heads"
-    cases = [(torch.randn(2, 12, 3, 4), 3), (torch.randn(1, 8, 2, 5), 2)]
+    g = torch.Generator().manual_seed(1)
+    cases = [(torch.randn(2, 12, 5, 7, generator=g), 3), (torch.randn(4, 10, 3, 7, generator=g), 5)]
 
     def reference(x, heads):
         b, hd, h, w = x.shape
@@ -191,6 +211,12 @@ def check_map_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Feedback
             return "the shape is (B, heads, d, H·W): the tokens come before the channels of a head, (B, heads, H·W, d)."
         if got.shape == (b, heads, h, w, d):
             return "the spatial axes are not flattened into tokens: (h w) becomes one axis of length H·W."
+        if got.shape == (b, h * w, heads, d):
+            return "the shape is (B, H·W, heads, d): the head axis comes before the tokens, (B, heads, H·W, d), " \
+                   "so that each head is one sequence."
+        if got.shape == (b, h * w, hd):
+            return "the shape is (B, H·W, C): the channels are not split into heads; '(heads d)' on the left and " \
+                   "'heads ... d' on the right."
         if got.shape != expected.shape:
             return None
         if torch.equal(got, x.reshape(b, d, heads, h * w).permute(0, 2, 3, 1)):
@@ -203,9 +229,9 @@ def check_map_heads(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> Feedback
                    f"{what} is right: 'b (heads d) h w -> b heads (h w) d'.")
 
 
-# Exercise 3 (patches back to an image), typical mistakes: patches read as (c p1 p2), the patch
-# grid read with the number of columns as rows, the patch index and the offset swapped
-# ((p1 h) instead of (h p1)).
+# The former exercise 3 (its answer was the chapter's patch pattern read backwards); kept for
+# older copies. Typical mistakes: patches read as (c p1 p2), the patch grid read with the number
+# of columns as rows, the patch index and the offset swapped ((p1 h) instead of (h p1)).
 def check_unpatchify(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Feedback:
     """Exercise 3: ``(B, (H/p)·(W/p), p·p·C) -> (B, C, H, W)``, patches flattened as (p1 p2 c), given H/p rows."""
     what = "unpatchify"
@@ -241,7 +267,8 @@ def check_unpatchify(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Fe
 
 # Exercise 4 (scores with one key set shared by all heads), typical mistakes: the scale missing,
 # divided by d instead of sqrt(d), the softmax applied, the scores transposed (N_k, N_q), the
-# scale taken from the total width heads·d.
+# scale taken from the total width heads·d, the head axis summed out ((B, N_q, N_k)).
+# B, heads, N_q, N_k and d differ in each case.
 def check_shared_key_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
     """Exercise 4: ``q (B, heads, N_q, d)``, ``k (B, N_k, d)`` shared by the heads -> ``(B, heads, N_q, N_k)``."""
     what = "shared_key_scores"
@@ -259,6 +286,9 @@ def check_shared_key_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Ten
         heads, d = q.shape[1], q.shape[-1]
         if got.shape == expected.transpose(-1, -2).shape and got.shape != expected.shape:
             return "the scores have shape (B, heads, N_k, N_q): queries index the rows, 'b h i d, b j d -> b h i j'."
+        if tuple(got.shape) == (q.shape[0], q.shape[2], k.shape[1]):
+            return "the head axis is missing (the scores were summed or averaged over the heads): every head keeps " \
+                   "its own scores, 'b h i d, b j d -> b h i j'."
         if got.shape != expected.shape:
             return None
         alternatives = {
@@ -276,3 +306,53 @@ def check_shared_key_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
     return _result(_first_problem(fn, cases, reference, what, diagnose),
                    f"{what} is right: einsum(q, k, 'b h i d, b j d -> b h i j') / sqrt(d).")
+
+
+# Exercise 3 (patches flattened channels first, (c p1 p2), back to an image), typical mistakes:
+# the patches read as (p1 p2 c), the chapter's ViT layout; the offsets inside a patch read as
+# (p2 p1), which transposes every patch; the patch grid read column by column ((w h)); the patch
+# index and the offset swapped ((p1 h) instead of (h p1)); `rows` taken as the number of patch
+# columns. B, C, p, the patch rows and the patch columns all differ in each case.
+def check_conv_unpatchify(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> Feedback:
+    """Exercise 3: ``(B, (H/p)·(W/p), C·p·p) -> (B, C, H, W)``, each patch flattened as (c p1 p2), given H/p rows."""
+    what = "unpatchify_conv"
+    g = torch.Generator().manual_seed(3)
+    # (B, patch rows, patch columns, p, C)
+    cases = []
+    for b, rows, cols, p, c in [(3, 2, 5, 4, 6), (2, 3, 4, 5, 7)]:
+        cases.append((torch.randn(b, rows * cols, c * p * p, generator=g), p, rows))
+
+    def grid(t, p, rows):
+        b, n, cpp = t.shape
+        return b, rows, n // rows, cpp // (p * p)
+
+    def reference(t, p, rows):
+        b, rows, cols, c = grid(t, p, rows)
+        return t.reshape(b, rows, cols, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, rows * p, cols * p)
+
+    def diagnose(got, expected, t, p, rows):
+        b, rows, cols, c = grid(t, p, rows)
+        if got.shape == (b, c, cols * p, rows * p) and got.shape != expected.shape:
+            return f"the image is {cols * p} x {rows * p}: `rows` is the number of patch rows, H/p, so H = rows·p."
+        if got.shape != expected.shape:
+            return None
+        v = t.reshape(b, rows, cols, c, p, p)                                    # b h w c p1 p2
+        alternatives = {
+            "each patch was read as (p1 p2 c), the ViT layout of the chapter; here the patches are flattened "
+            "channels first, (c p1 p2), as a strided convolution's weight (D, C, p, p) reads them.":
+                t.reshape(b, rows, cols, p, p, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, rows * p, cols * p),
+            "the offsets inside a patch are read as (p2 p1), so every patch comes out transposed; the row offset "
+            "comes first, (c p1 p2).":
+                v.permute(0, 3, 1, 5, 2, 4).reshape(b, c, rows * p, cols * p),
+            "the patches are read column by column; they are in row-major order, '(h w)' with h the patch rows.":
+                t.reshape(b, cols, rows, c, p, p).permute(0, 3, 2, 4, 1, 5).reshape(b, c, rows * p, cols * p),
+            "the patch index and the offset inside a patch are swapped: H is (h p1), patch row outside, not (p1 h).":
+                v.permute(0, 3, 4, 1, 5, 2).reshape(b, c, rows * p, cols * p),
+        }
+        for why, alt in alternatives.items():
+            if torch.equal(got, alt) and not torch.equal(got, expected):
+                return why
+        return None
+
+    return _result(_first_problem(fn, cases, reference, what, diagnose),
+                   f"{what} is right: 'b (h w) (c p1 p2) -> b c (h p1) (w p2)'.")

@@ -8,7 +8,7 @@ import torch
 
 from . import Feedback, check_number, compare_tensors, failed, passed, run_answer
 
-__all__ = ["check_parameters", "check_select_two", "check_dilation_saving", "check_select"]
+__all__ = ["check_variant_parameters", "check_select_two", "check_dilation_saving", "check_parameters", "check_select"]
 
 
 def _sk_params(C: int, M: int = 2, G: int = 32, r: int = 16, L: int = 32) -> int:
@@ -16,7 +16,36 @@ def _sk_params(C: int, M: int = 2, G: int = 32, r: int = 16, L: int = 32) -> int
     return M * (9 * C * C // G + 2 * C) + C * d + 2 * d + M * C * d
 
 
-# Exercise 1 (SelectiveKernel(192, branches=3, groups=16), r = 16, L = 32), typical mistakes:
+# Exercise 1 (SelectiveKernel(192, branches=3, groups=16) with the layers of the public versions:
+# no batch norm on z, W with a bias, the stacked A with a bias; r = 16, L = 32, so d = 32):
+# typical mistakes: the module as it is (the chapter's sk_parameters); A's bias left out; W's bias
+# left out; the batch norm on z kept; A's bias counted per channel (C) or per branch (M) instead
+# of per branch and channel (M·C); W's bias counted as C; biases given to the branch convolutions
+# too; the branches' batch norms dropped along with z's.
+def check_variant_parameters(answer: Any) -> Feedback:
+    """Exercise 1: SelectiveKernel(192, branches=3, groups=16) without the BN on z, with biases on W and A."""
+    C, M, G, d = 192, 3, 16, 32
+    module = _sk_params(C, M, G)
+    right = module - 2 * d + d + M * C
+    hints = {
+        module: "That is SelectiveKernel as it is (the chapter's P_SK): the variant drops the batch norm on z "
+        "(−2d), gives W a bias (+d) and the stacked A a bias (+M·C).",
+        module - 2 * d + d: "The select layer's bias is missing: Linear(d, M·C) with a bias has M·C of them.",
+        module - 2 * d + M * C: "W's bias is missing: Linear(C, d) with a bias has d of them.",
+        module + d + M * C: "The variant has no batch norm on z: remove its 2d parameters.",
+        module - 2 * d + d + C: "The select bias has one entry per branch and channel, (m, c): M·C = 576, not C.",
+        module - 2 * d + d + M: "The select bias has one entry per branch and channel, (m, c): M·C = 576, not M.",
+        module - 2 * d + C + M * C: "W maps C to d: its bias has d = 32 entries, not C.",
+        right + M * C: "The branch convolutions still have no bias: each is followed by a batch norm, which would "
+        "cancel it.",
+        right - M * 2 * C: "Only the batch norm on z is dropped; each branch keeps its batch norm (2C).",
+    }
+    return check_number(answer, right, what="Parameters of the SK variant with biases on W and A, no BN on z",
+                        hints=hints)
+
+
+# The former exercise 1 (its answer was the chapter's sk_parameters(192, 3, 16)); kept for older
+# copies. SelectiveKernel(192, branches=3, groups=16), r = 16, L = 32, typical mistakes:
 # biases added to the two linear layers (d + M·C), biases added to the convolutions (M·C), both,
 # the batch norms left out (all, the branches' or z's), full convolutions (G forgotten), d = C/r
 # without the floor L, one A for all branches, only what the attention adds (no branches), the
@@ -118,14 +147,16 @@ def check_select(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Fe
 
 
 # Exercise 2 (two branches, one logit difference per channel), typical mistakes: the branches
-# swapped (σ(δ) on U_2), 1 − σ(δ) left out (V = σ(δ)·U_1 only), δ used without the sigmoid, a
-# softmax over the channels of δ, the branches averaged, the difference taken the other way
-# (σ(−δ)·U_1 + σ(δ)·U_2 is the swap), e^δ without normalising.
+# swapped (σ(δ) on U_2), 1 − σ(δ) left out (V = σ(δ)·U_1 only), both branches weighted by σ(δ),
+# δ used without the sigmoid, a softmax over the channels of δ, the branches averaged, the
+# difference taken the other way (σ(−δ)·U_1 + σ(δ)·U_2 is the swap), e^δ without normalising,
+# the two weighted branches stacked instead of summed. B, C, H and W all differ from each other
+# and from the two branches, so that no axis passes for another.
 def check_select_two(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
     """Exercise 2: ``fn(u1, u2, delta)`` with delta = A_1 z − A_2 z of shape (B, C): V of eqs. (5)-(6) for M = 2."""
     what = "select_two"
     gen = torch.Generator().manual_seed(3)
-    B, C, H, W = 2, 4, 3, 5
+    B, C, H, W = 3, 4, 5, 6
     u1 = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
     u2 = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
     delta = 2 * torch.randn(B, C, generator=gen, dtype=torch.float64)
@@ -138,6 +169,9 @@ def check_select_two(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
     if wrong is None:
         return passed(f"{what}: right. With two branches the softmax is a sigmoid of the difference: "
                       "a_c = e^{A_c z}/(e^{A_c z} + e^{B_c z}) = σ(A_c z − B_c z), and b_c = 1 − a_c.")
+    if isinstance(out, torch.Tensor) and tuple(out.shape) in {(2, B, C, H, W), (B, 2, C, H, W)}:
+        return failed(f"{what}: the shape is {tuple(out.shape)}: you stacked the weighted branches; eq. (6) adds them, "
+                      "V = a_c U_1 + b_c U_2, shape (B, C, H, W).")
     if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
         return wrong
     out = out.to(torch.float64)
@@ -146,6 +180,7 @@ def check_select_two(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
         "the branches are swapped: a_c = σ(A_c z − B_c z) weights the first branch U_1, b_c = 1 − a_c the second":
             (1 - a) * u1 + a * u2,
         "b_c · U_2 is missing: with b_c = 1 − a_c, V = a_c U_1 + (1 − a_c) U_2": a * u1,
+        "both branches are weighted by σ(δ): the second branch's weight is b_c = 1 − a_c": a * (u1 + u2),
         "the sigmoid is missing: δ is a logit difference, a_c = σ(δ_c)": d * u1 + (1 - d) * u2,
         "that is a softmax over the channels; with two branches the softmax over the branches is "
         "σ(δ) per channel": delta.softmax(1)[..., None, None] * u1 + (1 - delta.softmax(1)[..., None, None]) * u2,
