@@ -285,10 +285,10 @@ def check_shared_key_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Ten
         raw = q @ k.unsqueeze(1).transpose(-1, -2)
         heads, d = q.shape[1], q.shape[-1]
         if got.shape == expected.transpose(-1, -2).shape and got.shape != expected.shape:
-            return "the scores have shape (B, heads, N_k, N_q): queries index the rows, 'b h i d, b j d -> b h i j'."
+            return "the scores have shape (B, heads, N_k, N_q): queries index the rows, 'b heads i d, b j d -> b heads i j'."
         if tuple(got.shape) == (q.shape[0], q.shape[2], k.shape[1]):
             return "the head axis is missing (the scores were summed or averaged over the heads): every head keeps " \
-                   "its own scores, 'b h i d, b j d -> b h i j'."
+                   "its own scores, 'b heads i d, b j d -> b heads i j'."
         if got.shape != expected.shape:
             return None
         alternatives = {
@@ -305,7 +305,7 @@ def check_shared_key_scores(fn: Callable[[torch.Tensor, torch.Tensor], torch.Ten
         return None
 
     return _result(_first_problem(fn, cases, reference, what, diagnose),
-                   f"{what} is right: einsum(q, k, 'b h i d, b j d -> b h i j') / sqrt(d).")
+                   f"{what} is right: einsum(q, k, 'b heads i d, b j d -> b heads i j') / sqrt(d).")
 
 
 # Exercise 3 (patches flattened channels first, (c p1 p2), back to an image), typical mistakes:
