@@ -18,20 +18,32 @@ from attncourse.plot import capture_gates
 from checker_tables import check_table as _check_table
 
 
+def _variant_parameters(k_rotated, k_spatial):
+    """The variant of exercise 1, built from the package's branches: two rotated ones and branch 3."""
+    from attncourse.hybrid.triplet import TripletBranch
+    branches = [TripletBranch(kernel_size=k_rotated), TripletBranch(kernel_size=k_rotated),
+                TripletBranch(kernel_size=k_spatial)]
+    return sum(count_parameters(b) for b in branches)
+
+
 def test_triplet_parameters():
-    k, C = 5, 256
-    right = 2 * (2 * k * k + 2)
-    assert right == count_parameters(TripletAttention(C, kernel_size=k, no_spatial=True)) == 104
+    C = 256
+    right = 2 * (2 * 9 + 2) + (2 * 49 + 2)
+    assert right == _variant_parameters(3, 7) == 140
+    assert _variant_parameters(7, 7) == count_parameters(TripletAttention(C)) == 300
     _check_table(ex.check_triplet_parameters, right, {
-        "three branches": (3 * (2 * k * k + 2), "drops branch 3"),
-        "k = 7": (2 * (2 * 7 * 7 + 2), "the default"),
-        "no batch norm": (2 * 2 * k * k, "Only the convolutions"),
-        "running stats": (2 * (2 * k * k + 4), "running mean and variance"),
-        "all buffers": (2 * (2 * k * k + 5), "batch counter"),
-        "conv bias": (2 * (2 * k * k + 3), "no bias"),
-        "gamma only": (2 * (2 * k * k + 1), "one is missing"),
-        "one input map": (2 * (k * k + 2), "2k² weights, not k²"),
-        "C input channels": (2 * (k * k * C + 2), "does not depend on C"),
+        "k = 7 everywhere": (300, "the module's default"),
+        "k = 3 everywhere": (_variant_parameters(3, 3), "branch 3, the H × W gate, keeps k = 7"),
+        "kernels swapped": (_variant_parameters(7, 3), "other way round"),
+        "branch 3 forgotten": (2 * (2 * 9 + 2), "rotated branches only"),
+        "one rotated branch": ((2 * 9 + 2) + (2 * 49 + 2), "One rotated branch is missing"),
+        "no batch norm": (2 * 18 + 98, "Only the convolutions"),
+        "running stats": (right + 3 * 2, "running mean and variance"),
+        "all buffers": (right + 3 * 3, "batch counter"),
+        "conv bias": (right + 3, "no bias"),
+        "gamma only": (right - 3, "one is missing"),
+        "one input map": (2 * (9 + 2) + (49 + 2), "2k² weights, not k²"),
+        "C input channels": (2 * (9 * C + 2) + (49 * C + 2), "does not depend on C"),
     })
 
 
@@ -65,14 +77,16 @@ def test_rotation_gives_the_modules_cw_map():
     m = TripletAttention(4).eval()
     x = torch.randn(2, 4, 5, 6)
     rotated = rearrange(rearrange(x, "b c h w -> b h w c"), "b h w c -> b h c w")
-    torch.testing.assert_close(m.cw(_z()(rotated)), capture_gates(m, x)["cw.gate"])
+    z = torch.stack([rotated.amax(1), rotated.mean(1)], 1)              # the Z-pool of its leading axis, H
+    torch.testing.assert_close(m.cw(z), capture_gates(m, x)["cw.gate"])
 
 
-def _z(order=("max", "mean"), dim=1, stack=1, pool="mean", only=None, positions=False):
-    def fn(x):
+def _z(order=("max", "mean"), layout="b c w", stack=1, pool="mean", only=None, positions=False):
+    """A z_pool_cw answer for a channels-last t (B, H, W, C), right or with one mistake."""
+    def fn(t):
         if positions:
-            return torch.stack([reduce(x, "b l p q -> b l", "max"), reduce(x, "b l p q -> b l", "mean")], 1)
-        maps = {"max": x.amax(dim), "mean": reduce(x, "b l p q -> b p q", pool) if dim == 1 else x.mean(dim)}
+            return torch.stack([reduce(t, "b h w c -> b c", "max"), reduce(t, "b h w c -> b c", "mean")], 1)
+        maps = {how: reduce(t, f"b h w c -> {layout}", how if how == "max" else pool) for how in ("max", "mean")}
         if only:
             return maps[only].unsqueeze(1)
         return torch.stack([maps[o] for o in order], dim=stack)
@@ -82,28 +96,41 @@ def _z(order=("max", "mean"), dim=1, stack=1, pool="mean", only=None, positions=
 
 def test_z_pool():
     _check_table(ex.check_z_pool, _z(), {
+        "plane W x C": (_z(layout="b w c"), "the plane is W × C"),
         "mean first": (_z(order=("mean", "max")), "[mean; max]"),
-        "sum": (_z(pool="sum"), "a sum over the leading axis"),
+        "sum": (_z(pool="sum"), "a sum over H"),
         "max only": (_z(only="max"), "only the max map"),
         "mean only": (_z(only="mean"), "only the mean map"),
-        "along H": (_z(dim=2), "along the height"),
-        "along W": (_z(dim=3), "along the width"),
+        # pooled over W: branch 1's Z-pool, which is also what the channels-first pattern gives here
+        "channels-first pattern": (lambda t: torch.stack([reduce(t, "b c h w -> b c w", "max"),
+                                                          reduce(t, "b c h w -> b c w", "mean")], 1),
+                                   "branch 1's Z-pool"),
+        "over C (branch 3)": (_z(layout="b h w"), "branch 3's Z-pool"),
         "stacked first": (_z(stack=0), "new first axis"),
+        "stacked last": (_z(stack=3), "on the last axis"),
         "over positions": (_z(positions=True), "CBAM's channel descriptors"),
-        "a tuple": (lambda x: (x.amax(1), x.mean(1)), "expected a torch.Tensor"),
-        "something else": (lambda x: torch.stack([x.amin(1), x.mean(1)], 1), "differ"),
-        "raises": (lambda x: x.foo(), "raised AttributeError"),
+        "a tuple": (lambda t: (t.amax(1), t.mean(1)), "expected a torch.Tensor"),
+        "something else": (lambda t: torch.stack([reduce(t, "b h w c -> b c w", "min"),
+                                                  reduce(t, "b h w c -> b c w", "mean")], 1), "differ"),
+        "raises": (lambda t: t.foo(), "raised AttributeError"),
     })
 
 
+def test_z_pool_over_w_is_the_channels_first_pattern():
+    t = torch.randn(3, 4, 5, 6)
+    assert torch.equal(_z(layout="b h c")(t), torch.stack([reduce(t, "b c h w -> b c w", "max"),
+                                                          reduce(t, "b c h w -> b c w", "mean")], 1))
+
+
 def test_z_pool_agrees_with_the_module():
-    """The exercise's right answer is what the module's branch 3 feeds its convolution."""
+    """The exercise's right answer, on the channels-last copy of x, is what the module's branch 2 (cw)
+    feeds its convolution."""
     m = TripletAttention(6).eval()
-    x = torch.randn(2, 6, 5, 7)
+    x = torch.randn(3, 6, 5, 7)
     seen = {}
-    m.hw.conv.register_forward_hook(lambda mod, inp, out: seen.update(z=inp[0]))
+    m.cw.conv.register_forward_hook(lambda mod, inp, out: seen.update(z=inp[0]))
     m(x)
-    torch.testing.assert_close(seen["z"], _z()(x))
+    torch.testing.assert_close(seen["z"], _z()(rearrange(x, "b c h w -> b h w c")))
 
 
 def test_gate_sizes():
@@ -119,4 +146,8 @@ def test_gate_sizes():
         "H x C only": (H * C, "branch 1's (H, C) map only"),
         "C x W only": (C * W, "branch 2's (C, W) map only"),
         "H x W only": (H * W, "branch 3's (H, W) map only"),
+        "H x W map forgotten": (1536, "H × W map, 14 · 10, is missing"),
+        "counted twice": (3352, "twice the answer"),
+        "H and W swapped in branch 2": (1932, "swapped in branch 2's map"),
+        "H and W swapped in branch 1": (1420, "swapped in branch 1's map"),
     })
