@@ -424,6 +424,45 @@ def test_init_docstring_quotes_the_stored_five_seeds():
     assert lowest["Non-local (He)"] > 0.6 > max(lowest["Non-local"], lowest["Non-local (Xavier)"])  # "no seed at chance"
 
 
+def _first_rows(channels, side, **kwargs):
+    """Logit variance and mean row entropy of a fresh block (seed 0) on unit-variance input (seed 1), as the
+    chapter measures them."""
+    torch.manual_seed(0)
+    block = NonLocalBlock(channels, **kwargs)
+    x = torch.randn(8, channels, side, side, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        q, k, _ = block._tokens(x)
+        logits, a = block._logits(q, k), block.attention(x)
+    return logits.var().item(), (-(a * a.clamp_min(1e-30).log()).sum(-1).mean()).item()
+
+
+def test_init_docstring_on_the_sharpness_of_the_first_weights():
+    """The docstring's claims: logit variance d (C σ_w²)² (16d/9 Xavier, 4d He, divided by d with the scale),
+    the entropies it quotes at C = 64 and C = 32, and the protocol's options for the stored runs."""
+    from attncourse import experiments
+
+    doc = " ".join(NonLocalBlock.__doc__.split())
+    entropy = {}
+    for channels, side in [(64, 16), (32, 12)]:
+        d = channels // 2
+        for name, kwargs, variance in [("official", {}, d * (channels * 1e-4) ** 2),
+                                       ("xavier", {"init": "xavier"}, 16 * d / 9), ("he", {"init": "he"}, 4 * d),
+                                       ("xavier+scale", {"init": "xavier", "scale": True}, 16 / 9)]:
+            var, entropy[channels, name] = _first_rows(channels, side, **kwargs)
+            assert 0.8 < var / variance < 1.25, (channels, name, var, variance)
+    at64 = [f"{entropy[64, n]:.2f}" for n in ("official", "xavier", "he", "xavier+scale")]
+    assert f"official {at64[0]}, Xavier {at64[1]}, He {at64[2]}, Xavier with ``scale=True`` {at64[3]}" in doc
+    assert f"{math.log(256):.2f} nats" in doc and f"ln 144 = {math.log(144):.2f}" in doc
+    assert f"Xavier and He rows start at {entropy[32, 'xavier']:.2f} and {entropy[32, 'he']:.2f} nats" in doc
+    assert entropy[64, "xavier"] < 1 < 4 < entropy[64, "xavier+scale"] < entropy[64, "official"]  # near one-hot / not
+    assert "use ``init=\"xavier\"`` with ``scale=True``" in doc
+    variants = experiments.protocol("selfattn").variants
+    assert [variants[v][1] for v in ("Non-local", "Non-local (scaled)", "Non-local (Xavier)", "Non-local (He)")] == [
+        {}, {"scale": True}, {"init": "xavier"}, {"init": "he"}]
+    assert '``{}``, ``{"scale": True}``, ``{"init": "xavier"}``, ``{"init": "he"}``' in doc
+    assert all(variants[v][1] != {"init": "xavier", "scale": True} for v in variants)  # "not among the stored runs"
+
+
 # ---------------------------------------------------------------- a bias that the softmax cancels
 
 
