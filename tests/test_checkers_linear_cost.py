@@ -17,6 +17,7 @@ def test_naive_bytes():
     right = 2 * 3 * 8 * n * n * 4
     check_table(ex.check_naive_bytes, right, {
         "one tensor": (right / 2, "two"),
+        "three tensors (backward)": (right * 3 // 2, "backward pass"),
         "side": (2 * 3 * 8 * 96 * 96 * 4, "9,216"),
         "values": (right / 4, "4 bytes"),
         "float64": (right * 2, "float64"),
@@ -29,69 +30,87 @@ def test_naive_bytes():
     })
 
 
-def _slope(ns, values):
-    return float(np.polyfit(np.log(ns), np.log(values), 1)[0])
+def _local(ns, values):
+    x, y = np.log(np.asarray(ns, dtype=float)), np.log(np.asarray(values, dtype=float))
+    return list(np.diff(y) / np.diff(x))
 
 
-def test_slope():
-    check_table(ex.check_slope, _slope, {
-        "no logs": (lambda ns, v: float(np.polyfit(ns, v, 1)[0]), "logarithms of both"),
-        "semi-log": (lambda ns, v: float(np.polyfit(ns, np.log(v), 1)[0]), "logarithm of N too"),
-        "swapped": (lambda ns, v: float(np.polyfit(np.log(v), np.log(ns), 1)[0]), "swapped"),
-        "endpoints": (lambda ns, v: math.log(v[-1] / v[0]) / math.log(ns[-1] / ns[0]), "least-squares line"),
-        "other": (lambda ns, v: 0.7, "least-squares slope"),
+def test_local_slopes():
+    check_table(ex.check_local_slopes, _local, {
+        "one fitted slope": (lambda ns, v: float(np.polyfit(np.log(ns), np.log(v), 1)[0]), "one slope for the whole curve"),
+        "np.gradient": (lambda ns, v: list(np.gradient(np.log(v), np.log(ns))), "np.gradient's central differences"),
+        "no logs": (lambda ns, v: list(np.diff(v) / np.diff(ns)), "logarithms of both"),
+        "semi-log": (lambda ns, v: list(np.diff(np.log(v)) / np.diff(ns)), "divide by the step in log N"),
+        "swapped": (lambda ns, v: list(np.diff(np.log(ns)) / np.diff(np.log(v))), "axes are swapped"),
+        "ratios": (lambda ns, v: [b / a for a, b in zip(v, v[1:])], "ratios of neighbouring values"),
+        "log ratio alone": (lambda ns, v: list(np.diff(np.log(v))), "Δ log(value) alone"),
+        "log2 ratio": (lambda ns, v: list(np.diff(np.log2(v))), "log2 of the ratio"),
+        "from the first point": (lambda ns, v: [math.log(b / v[0]) / math.log(n / ns[0]) for n, b in zip(ns[1:], v[1:])],
+                                 "from the first point"),
+        "other": (lambda ns, v: [0.7] * (len(ns) - 1), "the slopes of the segments are"),
+        "too short": (lambda ns, v: _local(ns, v)[:-1], "expected 3, one per segment"),
         "raises": (lambda ns, v: 1 / 0, "ZeroDivisionError"),
-        "not a number": (lambda ns, v: "steep", "expected a number"),
+        "not numbers": (lambda ns, v: ["steep"] * 3, "expected a list of numbers, got ['steep'"),
     })
+    # the chapter's fitted slope on every pair of neighbours is the answer too
+    from attncourse.linear.sweep import slope
+    assert ex.check_local_slopes(lambda ns, v: [slope(ns[i:i + 2], v[i:i + 2]) for i in range(len(ns) - 1)])
 
 
-def _crossover(ns, slow, fast):
-    for i, n in enumerate(ns):
+def _crossing(ns, slow, fast, x="log", y="log", first=False):
+    """A learner's crossover_point: right, or with the gap or the axis not on a log scale, or the first crossing."""
+    idx = None
+    for i in range(len(ns)):
         if all(f < s for s, f in zip(slow[i:], fast[i:])):
-            return n
-    return None
+            idx = i
+            break
+    if first:
+        idx = next(i for i, (s, f) in enumerate(zip(slow, fast)) if f < s) if idx is not None else None
+    if idx is None:
+        return None
+    if idx == 0:
+        return ns[0]
+    gap = [math.log(f / s) if y == "log" else f - s for s, f in zip(slow, fast)]
+    t = gap[idx - 1] / (gap[idx - 1] - gap[idx])
+    if x == "log":
+        return math.exp(math.log(ns[idx - 1]) + t * math.log(ns[idx] / ns[idx - 1]))
+    return ns[idx - 1] + t * (ns[idx] - ns[idx - 1])
 
 
-def test_crossover():
-    def first_win(ns, slow, fast):
-        return next((n for n, s, f in zip(ns, slow, fast) if f < s), None)
+def test_crossover_point():
+    def grid(ns, slow, fast):
+        return next((n for i, n in enumerate(ns) if all(f < s for s, f in zip(slow[i:], fast[i:]))), None)
 
-    def index(ns, slow, fast):
-        n = _crossover(ns, slow, fast)
-        return None if n is None else ns.index(n)
-
-    def last_loss(ns, slow, fast):
-        n = _crossover(ns, slow, fast)
+    def before(ns, slow, fast):
+        n = grid(ns, slow, fast)
         return None if n is None else ns[max(ns.index(n) - 1, 0)]
 
     def never_raises(ns, slow, fast):
-        n = _crossover(ns, slow, fast)
+        n = _crossing(ns, slow, fast)
         if n is None:
             raise ValueError("no crossover")
         return n
 
-    def never_minus_one(ns, slow, fast):
-        n = _crossover(ns, slow, fast)
-        return -1 if n is None else n
-
-    def swapped(ns, slow, fast):
-        return _crossover(ns, fast, slow) if ns[0] == 64 and len(ns) == 5 else _crossover(ns, slow, fast)
-
-    check_table(ex.check_crossover, _crossover, {
-        "first win": (first_win, "loses again later"),
-        "index": (index, "index into ns"),
-        "last loss": (last_loss, "last N where fast still loses"),
+    check_table(ex.check_crossover_point, _crossing, {
+        "the grid point": (grid, "sweep.crossover's answer"),
+        "the point before": (before, "last N at which fast still loses"),
+        "linear in N": (lambda *a: _crossing(*a, x="lin"), "interpolated linearly in N"),
+        "difference of times": (lambda *a: _crossing(*a, y="lin"), "difference of the times"),
+        "times, linear in N": (lambda *a: _crossing(*a, x="lin", y="lin"), "interpolates the times themselves"),
+        "first crossing": (lambda *a: _crossing(*a, first=True), "fast loses again later"),
         "never raises": (never_raises, "raised ValueError"),
-        "never -1": (never_minus_one, "return None"),
-        "other": (lambda ns, slow, fast: 7, "it returned 7"),
+        "never -1": (lambda *a: -1 if _crossing(*a) is None else _crossing(*a), "return None"),
+        "None for always": (lambda ns, s, f: None if all(b < a for a, b in zip(s, f)) else _crossing(ns, s, f),
+                            "return None only when it never does"),
+        "other": (lambda *a: 7.0, "it returned 7, not 173.26"),
+        "not a number": (lambda *a: "soon", "expected a number"),
     })
-    assert not ex.check_crossover(swapped)
 
 
 def test_a_stub_whose_body_is_dots_is_not_attempted():
     def stub(*args):
         ...
 
-    for check in (ex.check_slope, ex.check_crossover):
+    for check in (ex.check_local_slopes, ex.check_crossover_point):
         fb = check(stub)
         assert not fb and not fb.attempted, fb.message

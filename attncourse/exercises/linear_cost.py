@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from . import Feedback, check_number, failed, is_unanswered, not_attempted, passed, run_answer
 
-__all__ = ["check_naive_bytes", "check_slope", "check_crossover", "CASES_SLOPE", "CASES_CROSSOVER"]
+__all__ = ["check_naive_bytes", "check_local_slopes", "check_crossover_point", "CASES_LOCAL", "CASES_POINT"]
 
 # Exercise 1: the peak bytes of the naive forward pass's N x N tensors (the logits Q K^T / sqrt(d) and
 # the softmax, both alive at once) for B = 3 images, h = 8 heads, a 96 x 96 map, float32.
@@ -20,6 +20,7 @@ BYTES_B, BYTES_HEADS, BYTES_SIDE = 3, 8, 96
 
 # Typical mistakes:
 #   - one N x N tensor instead of two (the logits are still alive when the softmax is written)
+#   - three (the backward pass's peak, which the chapter also computes) instead of two
 #   - N taken as the side (96) instead of H * W
 #   - elements, not bytes (x 4 forgotten); 8 bytes per value (float64)
 #   - the heads or the batch forgotten
@@ -35,6 +36,8 @@ def check_naive_bytes(answer: Any) -> Feedback:
         what="Peak bytes of the naive form's N × N tensors",
         hints={
             right / 2: "That is one N × N tensor; at the softmax the logits and the weights are alive at once: two.",
+            right * 3 / 2: "That is three N × N tensors, the peak of the backward pass; the question asks for the "
+            "forward pass, where the logits and the weights are alive at once: two.",
             2 * b * h * BYTES_SIDE**2 * 4: "N is the number of positions, H · W = 9,216, not the side 96.",
             right / 4: "That counts values; each float32 takes 4 bytes.",
             right * 2: "That is 8 bytes a value (float64); the step runs in float32, 4 bytes.",
@@ -47,121 +50,190 @@ def check_naive_bytes(answer: Any) -> Feedback:
     )
 
 
-# Exercise 2: slope(ns, values), the least-squares slope of log(values) against log(ns).
-# The cases: (ns, values, slope) with exact powers and a noisy one where endpoints and fit differ.
-CASES_SLOPE: list[tuple[list[float], list[float], float]] = [
-    ([64, 128, 256, 512], [3.0 * n**2 for n in [64, 128, 256, 512]], 2.0),
-    ([100, 1000, 10000], [0.5 * n for n in [100, 1000, 10000]], 1.0),
-    ([64, 256, 1024, 4096], [1.0, 9.0, 30.0, 70.0], None),  # noisy: the fitted slope is computed below
+# Exercise 2: local_slopes(ns, values): the slope of every segment of the log-log plot, one per pair
+# of neighbouring points (len(ns) - 1 of them); the chapter fitted one line (sweep.slope), which
+# hides where a curve bends. The first case's N are not powers of two, so a log2 of the value ratio
+# alone cannot pass for a slope.
+CASES_LOCAL: list[tuple[list[float], list[float]]] = [
+    ([100, 300, 1000, 5000], [1.0, 2.0, 9.0, 100.0]),  # bends upwards; uneven steps in N
+    ([64, 128, 256, 512], [3.0 * n**2 for n in [64, 128, 256, 512]]),  # an exact square: slope 2 everywhere
+    ([64, 256, 1024, 4096], [1.0, 9.0, 30.0, 70.0]),  # bends downwards
 ]
 
 
-def _fit(ns: Sequence[float], values: Sequence[float]) -> float:
-    xs, ys = [math.log(n) for n in ns], [math.log(v) for v in values]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+def _local(ns: Sequence[float], values: Sequence[float]) -> list[float]:
+    return [math.log(values[i + 1] / values[i]) / math.log(ns[i + 1] / ns[i]) for i in range(len(ns) - 1)]
 
 
-CASES_SLOPE[2] = (CASES_SLOPE[2][0], CASES_SLOPE[2][1], _fit(CASES_SLOPE[2][0], CASES_SLOPE[2][1]))
+def _as_floats(got: Any) -> list[float] | None:
+    try:
+        if hasattr(got, "tolist"):
+            got = got.tolist()
+        return [float(v) for v in got]
+    except (TypeError, ValueError):
+        return None
 
 
-def _endpoints(ns, values):
-    return math.log(values[-1] / values[0]) / math.log(ns[-1] / ns[0])
+def _same(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9) for x, y in zip(a, b))
 
 
-def _linear_fit(ns, values):  # the slope of values against ns, no logs
-    mx, my = sum(ns) / len(ns), sum(values) / len(values)
-    return sum((x - mx) * (y - my) for x, y in zip(ns, values)) / sum((x - mx) ** 2 for x in ns)
-
-
-def _semilog(ns, values):  # log of the values only
-    ys = [math.log(v) for v in values]
-    mx, my = sum(ns) / len(ns), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(ns, ys)) / sum((x - mx) ** 2 for x in ns)
-
-
-def _swapped(ns, values):  # log n against log v
-    return 1.0 / _fit(ns, values) if _fit(ns, values) else math.inf
+def _local_mistakes(ns: Sequence[float], values: Sequence[float]) -> list[tuple[list[float], str]]:
+    pairs = range(len(ns) - 1)
+    log = math.log
+    return [
+        ([(values[i + 1] - values[i]) / (ns[i + 1] - ns[i]) for i in pairs],
+         "those are the slopes of the values against N; take logarithms of both first (a log-log plot)"),
+        ([log(values[i + 1] / values[i]) / (ns[i + 1] - ns[i]) for i in pairs],
+         "only the values are on a log scale; divide by the step in log N, not in N"),
+        ([log(ns[i + 1] / ns[i]) / log(values[i + 1] / values[i]) for i in pairs],
+         "the axes are swapped: Δ log(value) / Δ log(N), not Δ log(N) / Δ log(value)"),
+        ([values[i + 1] / values[i] for i in pairs],
+         "those are the ratios of neighbouring values; the slope is log of that ratio over log of the ratio of the N"),
+        ([log(values[i + 1] / values[i]) for i in pairs],
+         "that is Δ log(value) alone; divide it by Δ log(N) (the N here are not powers of two, so no fixed "
+         "log base can stand in for it)"),
+        ([math.log2(values[i + 1] / values[i]) for i in pairs],
+         "that is log2 of the ratio of neighbouring values, the slope only when N doubles at every step; "
+         "divide by Δ log(N)"),
+        ([log(values[i + 1] / values[0]) / log(ns[i + 1] / ns[0]) for i in pairs],
+         "those are slopes from the first point to each later point; the exercise asks for each segment, "
+         "between neighbouring points"),
+    ]
 
 
 # Typical mistakes:
-#   - the slope of the raw values against N (no logarithms)
-#   - the logarithm of the values only (a semi-log plot's slope)
-#   - the axes swapped (log N against log value: 1 / slope)
-#   - the two endpoints instead of a least-squares fit (right on exact powers, off on noisy data)
-#   - not a number, or the code raised
-def check_slope(fn: Callable[[Sequence[float], Sequence[float]], float]) -> Feedback:
-    """Exercise 2: ``slope(ns, values)`` is the least-squares slope of the log-log plot."""
-    what = "slope(ns, values)"
-    for ns, values, want in CASES_SLOPE:
+#   - one number for the whole curve (a fitted slope, the chapter's sweep.slope): not a list
+#   - len(ns) values (np.gradient's central differences, or a 0 prepended) instead of len(ns) - 1
+#   - the slopes of the raw values against N (no logarithms); only the values on a log scale
+#   - the axes swapped (Δ log N / Δ log value)
+#   - the ratio of neighbouring values, or its logarithm without dividing by Δ log N
+#   - log2 of the value ratio (the slope only on a doubling grid; the first case is not one)
+#   - slopes from the first point instead of between neighbours
+#   - not numbers, or the code raised
+def check_local_slopes(fn: Callable[[Sequence[float], Sequence[float]], Any]) -> Feedback:
+    """Exercise 2: ``local_slopes(ns, values)``, the slope of every segment of the log-log plot."""
+    what = "local_slopes(ns, values)"
+    for ns, values in CASES_LOCAL:
         got, fb = run_answer(fn, list(ns), list(values), what=what)
         if fb is not None:
             return fb
         if is_unanswered(got):  # a body of `...` returns None
             return not_attempted(what)
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            return failed(f"{what}: expected a number, got {got!r}")
-        if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
+        want = _local(ns, values)
+        case = f"on ns={ns}, values={values}"
+        if isinstance(got, (int, float)) or (hasattr(got, "ndim") and got.ndim == 0):
+            return failed(f"{what}: {case} it returned one number, {float(got):.4g}: that is one slope for the "
+                          f"whole curve (as sweep.slope fits); return a list of the {len(want)} slopes between "
+                          "neighbouring points.")
+        slopes = _as_floats(got)
+        if slopes is None:
+            return failed(f"{what}: expected a list of numbers, got {str(got)[:60]}")
+        if _same(slopes, want):
             continue
-        mistakes = [
-            (_linear_fit, "that is the slope of the values against N; take logarithms of both first (a log-log plot)"),
-            (_semilog, "only the values are on a log scale; take the logarithm of N too"),
-            (_swapped, "the axes are swapped: regress log(value) on log(N), not log(N) on log(value)"),
-            (_endpoints, "the two endpoints give the slope of exact powers, but a measured curve bends: fit a "
-                         "least-squares line through every point"),
-        ]
-        for wrong, hint in mistakes:
-            if math.isclose(got, wrong(ns, values), rel_tol=1e-6, abs_tol=1e-9):
-                return failed(f"{what}: on ns={ns}, values={values} it returned {got:.4g}, not {want:.4g}: {hint}.")
-        return failed(f"{what}: on ns={ns}, values={values} it returned {got:.4g}; the least-squares slope of "
-                      f"log(value) against log(N) is {want:.4g}.")
-    return passed(f"{what}: right on all {len(CASES_SLOPE)} cases, exact powers and a bent curve.")
+        if len(slopes) == len(ns):
+            return failed(f"{what}: {case} it returned {len(slopes)} values, one per point (np.gradient's central "
+                          f"differences, or a value added at one end); there are {len(want)} segments between "
+                          f"{len(ns)} points, one slope each.")
+        if len(slopes) != len(want):
+            return failed(f"{what}: {case} it returned {len(slopes)} values; expected {len(want)}, one per segment.")
+        shown = ", ".join(f"{v:.3g}" for v in slopes)
+        for wrong, hint in _local_mistakes(ns, values):
+            if _same(slopes, wrong):
+                return failed(f"{what}: {case} it returned [{shown}]: {hint}.")
+        return failed(f"{what}: {case} it returned [{shown}]; the slopes of the segments are "
+                      f"[{', '.join(f'{v:.3g}' for v in want)}], Δ log(value) / Δ log(N) between neighbours.")
+    return passed(f"{what}: right on all {len(CASES_LOCAL)} curves, uneven steps in N included.")
 
 
-# Exercise 3: crossover(ns, slow, fast), the smallest N from which `fast` takes less time than `slow`
-# at that N and every larger one in the sweep (None if it never does).
-CASES_CROSSOVER: list[tuple[list[int], list[float], list[float], int | None]] = [
-    ([64, 128, 256, 512, 1024], [1.0, 2.0, 4.0, 9.0, 30.0], [3.0, 2.5, 3.0, 4.0, 6.0], 256),
+# Exercise 3: crossover_point(ns, slow, fast): the N at which the two log-log lines cross. Take the
+# measured crossover (sweep.crossover: the smallest N from which `fast` wins at every larger N);
+# return None if there is none, ns[0] if fast wins everywhere; else interpolate log(fast / slow)
+# linearly in log N between the N just before it and it, and return the N where it is 0.
+CASES_POINT: list[tuple[list[float], list[float], list[float]]] = [
+    ([64, 128, 256, 512, 1024], [1.0, 2.0, 4.0, 9.0, 30.0], [3.0, 2.5, 3.0, 4.0, 6.0]),
     # a noisy dip: `fast` wins once at 128, loses at 256, and wins from 512 on
-    ([64, 128, 256, 512, 1024], [1.0, 2.0, 4.0, 9.0, 30.0], [3.0, 1.9, 4.5, 4.0, 6.0], 512),
-    ([64, 128, 256], [1.0, 2.0, 3.0], [2.0, 3.0, 4.0], None),  # never
-    ([64, 128, 256], [5.0, 6.0, 7.0], [1.0, 1.0, 1.0], 64),  # always
+    ([64, 128, 256, 512, 1024], [1.0, 2.0, 4.0, 9.0, 30.0], [3.0, 1.9, 4.5, 4.0, 6.0]),
+    ([100, 1000, 10000], [1.0, 5.0, 100.0], [2.0, 10.0, 20.0]),  # steps of 10: ratio 2 then 1/5 -> 2,000
+    ([64, 128, 256], [1.0, 2.0, 3.0], [2.0, 3.0, 4.0]),  # never
+    ([64, 128, 256], [5.0, 6.0, 7.0], [1.0, 1.0, 1.0]),  # always
 ]
 
 
+def _grid_crossover(ns, slow, fast) -> int | None:
+    for i, n in enumerate(ns):
+        if all(f < s for s, f in zip(slow[i:], fast[i:])):
+            return i
+    return None
+
+
+def _cross(ns, slow, fast, *, index: int | None = None, x: str = "log", y: str = "log") -> float | None:
+    """The crossing between ns[index - 1] and ns[index] (default: the measured crossover), with the
+    gap (log of the ratio, or the difference of the times) interpolated linearly in log N or in N."""
+    i = _grid_crossover(ns, slow, fast) if index is None else index
+    if i is None:
+        return None
+    if i == 0:
+        return float(ns[0])
+    gap = (lambda k: math.log(fast[k] / slow[k])) if y == "log" else (lambda k: fast[k] - slow[k])
+    t = gap(i - 1) / (gap(i - 1) - gap(i))
+    if x == "log":
+        return math.exp(math.log(ns[i - 1]) + t * (math.log(ns[i]) - math.log(ns[i - 1])))
+    return ns[i - 1] + t * (ns[i] - ns[i - 1])
+
+
 # Typical mistakes:
-#   - the first N where fast wins, ignoring that it loses again later (case 2: 128)
-#   - the index into ns instead of N
-#   - the last N where fast loses (the N just before the crossover)
-#   - slow and fast swapped (the first N from which slow wins)
-#   - an exception or a non-integer when fast never wins (None expected)
-def check_crossover(fn: Callable[[Sequence[int], Sequence[float], Sequence[float]], int | None]) -> Feedback:
-    """Exercise 3: ``crossover(ns, slow, fast)``: the smallest N from which ``fast`` wins for good."""
-    what = "crossover(ns, slow, fast)"
-    for i, (ns, slow, fast, want) in enumerate(CASES_CROSSOVER):
+#   - the measured grid point (sweep.crossover's answer) instead of the crossing between two points
+#   - the N just before it
+#   - the gap interpolated linearly in N instead of log N; the times' difference instead of the
+#     log of their ratio (and both)
+#   - the first place where fast wins, not the one from which it wins for good (the noisy dip)
+#   - an exception or a number when fast never wins (None expected); fast winning everywhere
+#     (ns[0] expected)
+def check_crossover_point(fn: Callable[[Sequence[float], Sequence[float], Sequence[float]], Any]) -> Feedback:
+    """Exercise 3: ``crossover_point(ns, slow, fast)``: where the log-log lines of the two times cross."""
+    what = "crossover_point(ns, slow, fast)"
+    for k, (ns, slow, fast) in enumerate(CASES_POINT):
         got, fb = run_answer(fn, list(ns), list(slow), list(fast), what=what)
         if fb is not None:
             return fb
-        if i == 0 and is_unanswered(got):  # a body of `...` returns None (the first case has a crossover)
+        if k == 0 and is_unanswered(got):  # a body of `...` returns None (the first case has a crossing)
             return not_attempted(what)
-        if got == want and (want is None) == (got is None):
-            continue
-        case = f"on ns={ns}, slow={slow}, fast={fast} it returned {got!r}, not {want!r}"
-        first_win = next((n for n, s, f in zip(ns, slow, fast) if f < s), None)
-        if want is not None and got == ns.index(want):
-            return failed(f"{what}: {case}: that is the index into ns; return the token count N itself.")
-        if want is not None and want != ns[0] and got == ns[ns.index(want) - 1]:
-            return failed(f"{what}: {case}: that is the last N where fast still loses; return the first N of the "
-                          "run where it wins.")
-        if got == first_win and first_win != want:
-            return failed(f"{what}: {case}: fast wins at {first_win} but loses again later; the crossover is where "
-                          "it wins at that N and every larger one.")
-        swapped = next((ns[i] for i in range(len(ns)) if all(slow[j] < fast[j] for j in range(i, len(ns)))), None)
-        if swapped is not None and got == swapped and swapped != want:
-            return failed(f"{what}: {case}: that is where `slow` wins; the crossover is where `fast` takes less time.")
+        want = _cross(ns, slow, fast)
+        shown = f"{got:.5g}" if isinstance(got, (int, float)) else repr(got)
+        case = f"on ns={ns}, slow={slow}, fast={fast} it returned {shown}, not {want if want is None else f'{want:.5g}'}"
         if want is None:
-            return failed(f"{what}: {case}: when fast never wins for good, return None.")
+            if got is None:
+                continue
+            return failed(f"{what}: {case}: when fast never wins for good, there is no crossing: return None.")
+        if got is None:
+            return failed(f"{what}: {case}: fast wins from a point on here; return None only when it never does.")
+        try:
+            value = float(got)
+        except (TypeError, ValueError):
+            return failed(f"{what}: expected a number (or None), got {type(got).__name__}")
+        if math.isclose(value, want, rel_tol=1e-6):
+            continue
+        i = _grid_crossover(ns, slow, fast)
+        first = next(j for j, (s, f) in enumerate(zip(slow, fast)) if f < s)
+        hints = [
+            (float(ns[i]), "that is the measured N from which fast wins (sweep.crossover's answer); the lines "
+                           "cross between it and the N before it: interpolate"),
+            (float(ns[i - 1]) if i > 0 else None, "that is the last N at which fast still loses; the lines cross "
+                                                  "after it: interpolate up to the next N"),
+            (_cross(ns, slow, fast, x="lin"), "the gap was interpolated linearly in N; on a log-log plot the lines "
+                                              "are straight in log N: interpolate in log N, then take exp"),
+            (_cross(ns, slow, fast, y="lin"), "that interpolates the difference of the times; on a log-log plot it "
+                                              "is log(fast / slow) that changes linearly: interpolate the log of "
+                                              "the ratio"),
+            (_cross(ns, slow, fast, x="lin", y="lin"), "that interpolates the times themselves, linearly in N; the "
+                                                       "lines of a log-log plot are straight in log N and log time"),
+            (_cross(ns, slow, fast, index=first) if first > 0 and first != i else None,
+             "that is the first crossing, but fast loses again later; take the one from which it wins at every "
+             "larger N"),
+        ]
+        for wrong, hint in hints:
+            if wrong is not None and math.isclose(value, wrong, rel_tol=1e-6):
+                return failed(f"{what}: {case}: {hint}.")
         return failed(f"{what}: {case}.")
-    return passed(f"{what}: right on all {len(CASES_CROSSOVER)} cases, the noisy dip and 'never' included.")
+    return passed(f"{what}: right on all {len(CASES_POINT)} cases, the noisy dip, 'never' and 'always' included.")
