@@ -497,7 +497,7 @@ def test_simam_exact_weights_are_the_minimiser():
     """The checker's reference is the minimum of the energy (2): its gradient vanishes there."""
     torch.manual_seed(0)
     x, lam = torch.randn(2, 3, 4, 5, dtype=torch.float64), 0.05
-    w, b = ex_simam.exact_weights(x, lam)
+    w, b = ex_simam._exact_weights(x, lam)
     flat = rearrange(x, "b c h w -> (b c) (h w)")
     for row, (wr, br) in enumerate(zip(rearrange(w, "b c h w -> (b c) (h w)"), rearrange(b, "b c h w -> (b c) (h w)"))):
         for t in range(flat.shape[1]):

@@ -13,7 +13,6 @@ __all__ = [
     "check_max_gate",
     "check_simam_tokens",
     "check_exact_weights",
-    "exact_weights",
     "check_leave_one_out_energy",
     "leave_one_out_energy",
     "check_min_gate",
@@ -177,7 +176,7 @@ def leave_one_out_energy(x: torch.Tensor, lam: float) -> torch.Tensor:
     return 4 * (var_t + lam) / ((x - mu_t) ** 2 + 2 * var_t + 2 * lam)
 
 
-def exact_weights(x: torch.Tensor, lam: float, *, channel_stats: bool = False, n_minus: int = 1
+def _exact_weights(x: torch.Tensor, lam: float, *, channel_stats: bool = False, n_minus: int = 1
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """The minimiser (w_t, b_t) of the energy (2), eqs. (3)-(4), for every neuron of ``x`` (B, C, H, W).
 
@@ -215,7 +214,7 @@ def check_exact_weights(fn: Callable[..., Any]) -> Feedback:
                           "w_t of eq. (3) and b_t of eq. (4), each of the input's shape.")
         if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(isinstance(t, torch.Tensor) for t in got):
             return failed(f"{what}: expected a pair of tensors (w, b), got {type(got).__name__}")
-        w, b = exact_weights(x, lam)
+        w, b = _exact_weights(x, lam)
         expected = torch.stack([w, b])
         if any(tuple(t.shape) != shape for t in got):
             return failed(f"{what}: w and b have shapes {tuple(got[0].shape)} and {tuple(got[1].shape)}; each must "
@@ -231,10 +230,10 @@ def check_exact_weights(fn: Callable[..., Any]) -> Feedback:
             "b_t uses t − μ_t; eq. (4) is b_t = −½ (t + μ_t) w_t.": torch.stack([w, -0.5 * (x - mu_t) * w]),
             "that uses the channel's mean and variance of all M neurons (the official code's statistics); the "
             "minimiser of (2) uses the M − 1 others: μ_t = (Σ x − t)/(M − 1), and σ_t² likewise.":
-                torch.stack(exact_weights(x, lam, channel_stats=True)),
+                torch.stack(_exact_weights(x, lam, channel_stats=True)),
             "σ_t² is divided by M − 2; the energy (2) averages over the M − 1 others, so divide by M − 1.":
-                torch.stack(exact_weights(x, lam, n_minus=2)),
-            "λ is missing: w_t = 2(t − μ_t)/((t − μ_t)² + 2σ_t² + 2λ).": torch.stack(exact_weights(x, 0.0)),
+                torch.stack(_exact_weights(x, lam, n_minus=2)),
+            "λ is missing: w_t = 2(t − μ_t)/((t − μ_t)² + 2σ_t² + 2λ).": torch.stack(_exact_weights(x, 0.0)),
             "the pair is (b, w); return (w, b), w_t of eq. (3) first.": torch.stack([b, w]),
         }
         fb = match_mistake(pair, known, what=what, expected=expected)
