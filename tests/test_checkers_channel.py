@@ -386,12 +386,12 @@ def _two(weight=torch.sigmoid, combine="both"):
 SK_SELECT_TWO = [
     (_two(combine="swap"), "the branches are swapped"),
     (_two(combine="first"), "b_c · U_2 is missing"),
-    (_two(combine="same"), "both branches are weighted by σ(δ)"),
+    (_two(combine="same"), "both branches are weighted by σ(Δ)"),
     (_two(combine="stack"), "you stacked the weighted branches"),
     (_two(weight=lambda d: d), "the sigmoid is missing"),
     (_two(weight=lambda d: d.softmax(1)), "softmax over the channels"),
     (_two(combine="mean"), "averaged the branches"),
-    (_two(weight=torch.exp), "e^δ is not a weight"),
+    (_two(weight=torch.exp), "e^Δ is not a weight"),
     (lambda u1, u2, delta: torch.sigmoid(delta), "the shape is"),
 ]
 

@@ -147,23 +147,23 @@ def check_select(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Fe
 
 
 # Exercise 2 (two branches, one logit difference per channel), typical mistakes: the branches
-# swapped (σ(δ) on U_2), 1 − σ(δ) left out (V = σ(δ)·U_1 only), both branches weighted by σ(δ),
-# δ used without the sigmoid, a softmax over the channels of δ, the branches averaged, the
-# difference taken the other way (σ(−δ)·U_1 + σ(δ)·U_2 is the swap), e^δ without normalising,
+# swapped (σ(Δ) on U_2), 1 − σ(Δ) left out (V = σ(Δ)·U_1 only), both branches weighted by σ(Δ),
+# Δ used without the sigmoid, a softmax over the channels of Δ, the branches averaged, the
+# difference taken the other way (σ(−Δ)·U_1 + σ(Δ)·U_2 is the swap), e^Δ without normalising,
 # the two weighted branches stacked instead of summed. B, C, H and W all differ from each other
 # and from the two branches, so that no axis passes for another.
 def check_select_two(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> Feedback:
-    """Exercise 2: ``fn(u1, u2, delta)`` with delta = A_1 z − A_2 z of shape (B, C): V of eqs. (5)-(6) for M = 2."""
+    """Exercise 2: ``fn(u1, u2, diff)`` with diff = Δ = A z − B z (one entry per channel), shape (B, C): V of eqs. (5)-(6) for M = 2."""
     what = "select_two"
     gen = torch.Generator().manual_seed(3)
     B, C, H, W = 3, 4, 5, 6
     u1 = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
     u2 = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
-    delta = 2 * torch.randn(B, C, generator=gen, dtype=torch.float64)
-    out, fb = run_answer(fn, u1.clone(), u2.clone(), delta.clone(), what=what)
+    diff = 2 * torch.randn(B, C, generator=gen, dtype=torch.float64)
+    out, fb = run_answer(fn, u1.clone(), u2.clone(), diff.clone(), what=what)
     if fb is not None:
         return fb
-    a = torch.sigmoid(delta)[..., None, None]
+    a = torch.sigmoid(diff)[..., None, None]
     expected = a * u1 + (1 - a) * u2
     wrong = compare_tensors(out, expected, what=what)
     if wrong is None:
@@ -175,17 +175,17 @@ def check_select_two(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
     if not isinstance(out, torch.Tensor) or out.shape != expected.shape:
         return wrong
     out = out.to(torch.float64)
-    d = delta[..., None, None]
+    d = diff[..., None, None]
     variants = {
         "the branches are swapped: a_c = σ(A_c z − B_c z) weights the first branch U_1, b_c = 1 − a_c the second":
             (1 - a) * u1 + a * u2,
         "b_c · U_2 is missing: with b_c = 1 − a_c, V = a_c U_1 + (1 − a_c) U_2": a * u1,
-        "both branches are weighted by σ(δ): the second branch's weight is b_c = 1 − a_c": a * (u1 + u2),
-        "the sigmoid is missing: δ is a logit difference, a_c = σ(δ_c)": d * u1 + (1 - d) * u2,
+        "both branches are weighted by σ(Δ): the second branch's weight is b_c = 1 − a_c": a * (u1 + u2),
+        "the sigmoid is missing: Δ is a logit difference, a_c = σ(Δ_c)": d * u1 + (1 - d) * u2,
         "that is a softmax over the channels; with two branches the softmax over the branches is "
-        "σ(δ) per channel": delta.softmax(1)[..., None, None] * u1 + (1 - delta.softmax(1)[..., None, None]) * u2,
+        "σ(Δ) per channel": diff.softmax(1)[..., None, None] * u1 + (1 - diff.softmax(1)[..., None, None]) * u2,
         "you averaged the branches instead of weighting them by a": (u1 + u2) / 2,
-        "e^δ is not a weight: normalise over the two branches, a_c = e^{δ}/(e^{δ} + 1) = σ(δ)":
+        "e^Δ is not a weight: normalise over the two branches, a_c = e^{Δ}/(e^{Δ} + 1) = σ(Δ)":
             d.exp() * u1 + (1 - d.exp()) * u2,
     }
     for why, v in variants.items():
