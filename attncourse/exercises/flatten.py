@@ -9,128 +9,165 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from einops import rearrange
 
 from ..linear.flatten import focusing_function
 from . import Feedback, check_number, failed, judge_tensor, passed, run_answer
 
-__all__ = ["check_focusing", "check_rank_bound", "check_flatten_swin_parameters"]
+__all__ = ["check_focus_map", "check_rank_bound", "check_flatten_variant_parameters"]
 
 
-# Exercise 1: focusing(x, p) = f_p(x) = ‖x‖ / ‖x^p‖ · x^p along the last axis, for x ≥ 0 (ReLU
-# features), with an all-zero row mapped to 0 (not 0/0).
+def _per_head(x: torch.Tensor, heads: int, f: Callable[[torch.Tensor], torch.Tensor], *, order: str = "h d") -> torch.Tensor:
+    """Apply ``f`` to every position's feature of every head of a (B, C, H, W) map, channels in ``order``."""
+    t = rearrange(x, f"b ({order}) y w -> b y w h d", h=heads)
+    return rearrange(f(t), f"b y w h d -> b ({order}) y w", h=heads)
+
+
+def _norms(t: torch.Tensor, p: float, dim: Any) -> torch.Tensor:
+    """‖x‖ / ‖x^p‖ · x^p with the norms over ``dim``, 0 where the norm of x^p is 0."""
+    tp = t**p
+    norm = torch.linalg.vector_norm
+    return norm(t, dim=dim, keepdim=True) * tp / norm(tp, dim=dim, keepdim=True).clamp_min(1e-300)
+
+
+# Exercise 1: focus_map(x, p, heads): x is a ReLU feature map (B, C, H, W) whose C channels are `heads`
+# groups of d = C / heads in (h d) order (head 0 owns channels 0 … d - 1); return f_p (F2) of every
+# position's d-vector of every head, in x's layout, with an all-zero feature mapped to 0. The chapter's
+# focusing_function works on the last axis of a tensor; here the feature runs along the channels and
+# the heads split them. Test shapes: no two axes of one size (B = 2, C = 12, H = 5, W = 7, heads 3, d 4;
+# then B = 3, C = 10, H = 4, W = 6, heads 2, d 5), so a norm over any wrong axis changes the values.
 # Typical mistakes:
-#   - x^p / ‖x^p‖: the unit vector, ‖x‖ forgotten (the norm is not kept)
-#   - x^p alone: the power without the renormalisation
-#   - ‖x‖^p in the denominator instead of ‖x^p‖
-#   - the norms over the wrong axis (over the rows, dim 0) or over the whole tensor
-#   - p · x instead of x ** p (which, renormalised, gives x back)
-#   - NaN in the all-zero row (0/0 not guarded)
-def check_focusing(fn: Callable[..., Any]) -> Feedback:
-    """Exercise 1: ``fn(x, p)`` equals f_p along the last axis, 0 for an all-zero row."""
-    what = "Your focusing"
+#   - the norms over all C channels (the official code's norm="all"), not per head
+#   - the heads split as (d h) instead of (h d)
+#   - the norms over the width or the height (the last axis of the map, as focusing_function does on
+#     a map passed as it is), or over the whole map
+#   - x^p / ‖x^p‖ (‖x‖ forgotten), x^p alone, ‖x‖^p in the denominator, p · x instead of x ** p
+#   - NaN for an all-zero feature (0/0 not guarded)
+#   - the result in another layout (channels last, or heads split out): caught by the shape
+def check_focus_map(fn: Callable[..., Any]) -> Feedback:
+    """Exercise 1: ``fn(x, p, heads)`` is f_p of every head's feature at every position of the map."""
+    what = "Your focus_map"
     g = torch.Generator().manual_seed(5)
-    for rows, d, p in [(6, 4, 3), (5, 8, 2)]:
-        x = torch.rand(rows, d, generator=g, dtype=torch.float64) * 2
-        x[1] = 0  # an all-zero ReLU feature
-        x[2, 0] = 0
-        expected = focusing_function(x, p)
-        got, fb = run_answer(fn, x.clone(), p, what=what)
+    for b, heads, d, h, w, p in [(2, 3, 4, 5, 7, 3), (3, 2, 5, 4, 6, 2)]:
+        x = torch.rand(b, heads * d, h, w, generator=g, dtype=torch.float64) * 2
+        x[x < 0.3] = 0  # ReLU features hold zeros
+        x[0, :d, 1, 2] = 0  # head 0's feature at (1, 2) of image 0 is zero everywhere
+        zero = torch.zeros_like(x, dtype=torch.bool)
+        zero[0, :d, 1, 2] = True
+        expected = _per_head(x, heads, lambda t: focusing_function(t, p))
+        got, fb = run_answer(fn, x.clone(), p, heads, what=what)
         if fb is not None:
             return fb
         if isinstance(got, torch.Tensor) and got.shape == x.shape:
             g64 = got.detach().to(torch.float64)
-            nz = torch.ones(rows, dtype=torch.bool)
-            nz[1] = False
-            if torch.isnan(g64[1]).any() and torch.allclose(g64[nz], expected[nz]):
-                return failed(f"{what}: the all-zero row (a ReLU feature that is zero everywhere) gives NaN: "
-                              "‖x‖ / ‖x^p‖ is 0/0 there; guard the denominator with an ε (clamp_min) so that it gives 0.")
+            if torch.isnan(g64[zero]).any() and torch.allclose(g64[~zero], expected[~zero]):
+                return failed(f"{what}: an all-zero feature (head 0 of image 0 at row 1, column 2) gives NaN: "
+                              "‖x‖ / ‖x^p‖ is 0/0 there; guard the denominator (clamp_min) so that it gives 0.")
         xp = x**p
-        norm = x.norm(dim=-1, keepdim=True)
-        safe = xp.norm(dim=-1, keepdim=True).clamp_min(1e-300)
         known = {
-            "that is x^p / ‖x^p‖, a unit vector; f_p keeps the norm of x: multiply by ‖x‖": xp / safe,
+            "the norms run over all C channels at once (the official code's norm=\"all\"); the paper's f_p "
+            "keeps each head's d-vector's norm: split the channels into heads first":
+                _norms(x, p, 1),
+            "the heads are split as (d h), channel c going to head c % heads; the channels are grouped (h d): "
+            "head 0 owns channels 0 … d - 1": _per_head(x, heads, lambda t: focusing_function(t, p), order="d h"),
+            "the norms run along the width, the map's last axis (what focusing_function does to a map passed "
+            "as it is); a feature is a d-vector of channels at one position": _norms(x, p, -1),
+            "the norms run along the height; a feature is a d-vector of channels at one position":
+                _norms(x, p, -2),
+            "the norms are taken over the whole map; each position's feature of each head keeps its own norm":
+                _norms(x, p, (1, 2, 3)),
+            "that is x^p / ‖x^p‖ for each head, a unit vector; f_p keeps the norm of x: multiply by ‖x‖":
+                _per_head(x, heads, lambda t: t**p / (t**p).norm(dim=-1, keepdim=True).clamp_min(1e-300)),
             "that is x^p alone; f_p rescales it to the norm of x: ‖x‖ / ‖x^p‖ · x^p": xp,
             "the denominator is ‖x‖^p; it is ‖x^p‖, the norm of the element-wise power":
-                norm / (norm**p).clamp_min(1e-300) * xp,
-            "the norms run over the rows (dim 0); each feature vector is a row, take them along the last axis":
-                x.norm(dim=0, keepdim=True) / xp.norm(dim=0, keepdim=True) * xp,
-            "the norms are taken over the whole tensor; each feature vector (row) keeps its own norm":
-                x.norm() / xp.norm() * xp,
+                _per_head(x, heads, lambda t: t**p * t.norm(dim=-1, keepdim=True)
+                          / (t.norm(dim=-1, keepdim=True) ** p).clamp_min(1e-300)),
             "that is x unchanged: x^{**p} is the element-wise power x ** p, not p · x": x,
         }
         fb = judge_tensor(got, expected, known, what=what, atol=1e-8, rtol=1e-6)
         if fb is not None:
             return fb
-    return passed(f"{what} keeps each row's norm, raises it to the power p and maps an all-zero row to 0.")
+    return passed(f"{what} splits the channels into heads and keeps each feature's norm while raising it to the "
+                  "power p; an all-zero feature stays 0.")
 
 
-# Exercise 2: the largest possible rank of the implicit N × N weight matrix of ONE head of linear
-# attention (no DWC) in FLatten-Swin-T's first stage: a 56 × 56 window, C = 96, h = 3 heads.
-RANK_SIDE, RANK_C, RANK_HEADS = 56, 96, 3
+# Exercise 2: the largest possible rank of the implicit N × N weights of ONE head (no DWC) when the
+# layer runs in 7 × 7 windows (N = 49) with C = 256 channels in 4 heads (d = 64 > N). The chapter's
+# example (N = 3,136, d = 32) has the bound d; here the bound is N: rank <= min(N, d).
+RANK_SIDE, RANK_C, RANK_HEADS = 7, 256, 4
 
 
 # Typical mistakes:
-#   - N = 3,136 (softmax's bound: a full-rank N × N matrix)
-#   - C = 96 (the heads split the channels: one head has d = C / h)
-#   - d² = 1,024 (the size of the state φ(K)ᵀV, not a rank)
-#   - d + 1 (the normaliser is a diagonal scaling: it adds no rank)
-#   - 56 (the side of the window)
+#   - d = 64 (the chapter's bound, but an N × N matrix has rank at most N)
+#   - C = 256 (the heads split the channels), d² (the size of the state), d + 1 (the normaliser)
+#   - N - 1 (the rows sum to 1: that removes no rank)
+#   - 7 (the side of the window), N² = 2,401 (the number of entries)
 def check_rank_bound(answer: Any) -> Feedback:
-    """Exercise 2: max rank of one head's implicit weights, 56×56 window, C = 96, 3 heads."""
+    """Exercise 2: max rank of one head's implicit weights, 7×7 window, C = 256, 4 heads."""
     n, c, h = RANK_SIDE * RANK_SIDE, RANK_C, RANK_HEADS
     d = c // h
     return check_number(
         answer,
-        d,
+        min(n, d),
         what="The largest rank",
         hints={
-            n: "N = 3,136 is the bound of an N × N matrix in general (softmax's weights can reach it); linear "
-            "attention's weights are a product φ(Q) φ(K)ᵀ through d features.",
-            c: "One head sees only its d = C / h channels: the product φ(Q) φ(K)ᵀ of one head goes through d = 32 "
-            "features, not C = 96.",
-            d * d: "d² = 1,024 is the size of the state φ(K)ᵀ V (d × d), not the rank of the N × N weights.",
-            d + 1: "The normaliser divides each row by a number: a diagonal matrix times φ(Q) φ(K)ᵀ, which adds no rank.",
-            RANK_SIDE: "56 is the side of the window; the rank is bounded by the width of the features.",
+            d: "d = 64 bounds the rank of φ(Q) φ(K)ᵀ, but the weights are an N × N matrix with N = 7 · 7 = 49: "
+            "the rank is at most min(N, d).",
+            c: "One head sees only its d = C / h channels, and an N × N matrix has rank at most N anyway.",
+            d * d: "d² = 4,096 is the size of the state φ(K)ᵀ V (d × d), not a rank; the N × N weights have rank at "
+            "most min(N, d).",
+            d + 1: "The normaliser divides each row by a number: a diagonal matrix times φ(Q) φ(K)ᵀ, which adds no "
+            "rank; and the matrix is only N × N.",
+            n - 1: "The rows sum to 1, but that removes no rank (a matrix whose rows sum to 1 can be the "
+            "identity): the bound is min(N, d).",
+            RANK_SIDE: "7 is the side of the window; the window has N = 49 positions.",
+            n * n: "N² = 2,401 is the number of entries of the N × N matrix, not its rank.",
         },
     )
 
 
-# Exercise 3: the parameters of the official FocusedLinearAttention in FLatten-Swin-T's first stage:
-# C = 96, 3 heads, a 56 × 56 window, DWC k = 5 (with bias, shared across heads), qkv with bias, proj
-# with bias, the learnable scale (C) and the positional encoding (window × C).
-SWIN_C, SWIN_HEADS, SWIN_WINDOW, SWIN_K = 96, 3, 56, 5
+# Exercise 3: the parameters of a variant of the official module, C = 192, 6 heads, 7 × 7 windows:
+# a 3 × 3 depthwise convolution per channel (Conv2d(C, C, 3, groups=C) on all heads' values at once,
+# with bias: the heads do NOT share it), qkv WITHOUT bias, proj with bias, the learnable scale (C) and
+# the positional encoding on K (one C-vector per window position).
+VAR_C, VAR_HEADS, VAR_WINDOW, VAR_K = 192, 6, 7, 3
 
 
-def _swin_parts() -> dict[str, int]:
-    c, d, n, k = SWIN_C, SWIN_C // SWIN_HEADS, SWIN_WINDOW * SWIN_WINDOW, SWIN_K
-    return {"proj": 4 * c * c + 4 * c, "dwc": d * k * k + d, "scale": c, "pos": n * c}
+def _variant_parts() -> dict[str, int]:
+    c, n, k = VAR_C, VAR_WINDOW * VAR_WINDOW, VAR_K
+    return {"qkv": 3 * c * c, "proj": c * c + c, "dwc": c * k * k + c, "scale": c, "pos": n * c}
 
 
 # Typical mistakes:
-#   - the positional encoding forgotten / the scale forgotten / the DWC forgotten
-#   - the DWC per channel of C (or once per head): C·k² + C instead of d·k² + d
-#   - the DWC without its bias
-#   - no biases in the projections (4C² instead of 4C² + 4C)
-#   - only the paper's module (no scale, no positional encoding)
-def check_flatten_swin_parameters(answer: Any) -> Feedback:
-    """Exercise 3: parameters of the official module in FLatten-Swin-T's stage 1."""
-    p = _swin_parts()
-    c, k = SWIN_C, SWIN_K
+#   - the DWC shared by the heads (d·k² + d, the chapter's module) instead of one filter per channel
+#   - the paper's 5 × 5 kernel instead of 3 × 3
+#   - qkv's biases counted (3C): this variant has none
+#   - one C-sized vector missing: the scale, W^O's bias or the DWC's bias (each is C numbers, so the
+#     number cannot tell which: one message names the three)
+#   - the positional encoding missing, or one d-vector per position instead of a C-vector
+#   - the paper's module (no scale, no positional encoding)
+def check_flatten_variant_parameters(answer: Any) -> Feedback:
+    """Exercise 3: parameters of the per-channel-DWC variant, C = 192, 6 heads, 7×7 windows."""
+    p = _variant_parts()
+    c, k, n = VAR_C, VAR_K, VAR_WINDOW * VAR_WINDOW
+    d = c // VAR_HEADS
     right = sum(p.values())
     return check_number(
         answer,
         right,
         what="The parameter count",
         hints={
-            right - p["pos"]: "The positional encoding is missing: one learnable C-vector per position of the "
-            "56 × 56 window, 3,136 × 96 numbers.",
-            right - p["scale"]: "The learnable scale is missing: one number per channel (C of them), through softplus.",
-            right - p["dwc"]: "The depthwise convolution on V is missing (d·k² weights and d biases).",
-            right - p["dwc"] + c * k * k + c: "The DWC has d = C / h channels, shared by the heads (Conv2d(d, d, k, "
-            "groups=d) on the values of every head), not C channels.",
-            right - SWIN_C // SWIN_HEADS: "The DWC's bias is missing: nn.Conv2d has one by default (d numbers).",
-            right - 4 * c: "The projections have biases (qkv_bias=True, and W^O is an nn.Linear): 4C more.",
-            right - p["pos"] - p["scale"]: "That is the paper's module; the official code adds the learnable scale "
-            "(C) and the positional encoding (3,136 × C).",
+            right - p["dwc"] + d * k * k + d: "That is a DWC shared by the heads (d = 32 filters, as in the chapter's "
+            "module); in this variant each of the C channels has its own 3 × 3 filter and bias: C·k² + C.",
+            right - p["dwc"] + c * 25 + c: "That is a 5 × 5 DWC (the paper's); this variant's kernel is 3 × 3.",
+            right + 3 * c: "qkv has no biases in this variant (qkv_bias=False): 3C² for the three projections.",
+            right - c: "One C-sized vector is missing: the learnable scale (C), W^O's bias (C) or the DWC's bias "
+            "(C, one per channel); all three are there.",
+            right - p["pos"]: "The positional encoding is missing: one learnable C-vector per position of the 7 × 7 "
+            "window, 49 × 192 numbers.",
+            right - p["pos"] + n * d: "The positional encoding adds one C-vector per window position (it is added to "
+            "K, all C channels of it), not a d-vector.",
+            right - p["pos"] - p["scale"]: "That is without the learnable scale (C) and the positional encoding "
+            "(49 × C), the paper's module; the variant keeps the official code's two.",
         },
     )
