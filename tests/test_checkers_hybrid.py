@@ -25,64 +25,107 @@ from checker_tables import check_table as _check_table
 
 # --- CBAM -------------------------------------------------------------------------------------
 
-def test_cbam_parameters():
+def test_unshared_parameters():
     mlp = 2 * 256 * 16 + 16 + 256
-    _check_table(ex_cbam.check_cbam_parameters, mlp + 99, {
-        "paper without bias": (mlp + 98, "without a bias"),
-        "official form": (mlp + 100, "official code's spatial gate"),
-        "BN buffers counted": (mlp + 102, "buffers"),
-        "MLP counted twice": (2 * mlp + 99, "count it once"),
-        "no MLP biases": (2 * 256 * 16 + 99, "add C/r + C"),
-        "no W0 bias": (2 * 256 * 16 + 256 + 99, "W0's bias"),
-        "no W1 bias": (2 * 256 * 16 + 16 + 99, "W1's bias"),
-        "channel gate only": (mlp, "only the channel gate"),
-        "one map": (mlp + 50, "2·7·7 weights, not 7·7"),
-        "conv over C channels": (mlp + 49 * 256 + 1, "not the C channels"),
-        "conv over 2C channels": (mlp + 2 * 49 * 256 + 1, "not 2C channels"),
-        "k = 3": (mlp + 19, "kernel_size"),
+    right = 2 * mlp + 99
+    _check_table(ex_cbam.check_unshared_parameters, right, {
+        "shared MLP (cbam_parameters(256))": (mlp + 99, "count the MLP twice"),
+        "no biases at all": (2 * 2 * 256 * 16 + 98, "no biases at all, eqs. (2)"),
+        "shared, no biases (8,290)": (8_290, "one shared MLP and no biases"),
+        "r forgotten": (2 * (2 * 256 * 256 + 512) + 99, "as if r were 1"),
+        "shared, r forgotten (131,683)": (131_683, "(r forgotten)"),
+        "no MLP biases": (2 * 2 * 256 * 16 + 99, "The MLPs' biases are missing"),
+        "one MLP's biases": (mlp + 2 * 256 * 16 + 99, "biases of one MLP only"),
+        "no W0 biases": (2 * (2 * 256 * 16 + 256) + 99, "W0's biases"),
+        "no W1 biases": (2 * (2 * 256 * 16 + 16) + 99, "W1's biases"),
+        "no conv bias": (right - 1, "convolution's bias is missing"),
+        "official form": (right + 1, "official code's spatial gate"),
+        "BN buffers counted": (right + 3, "buffers"),
+        "spatial gate twice": (right + 99, "one spatial gate"),
+        "channel gate only": (2 * mlp, "only the channel gate"),
+        "one map": (2 * mlp + 50, "2·7·7 weights, not 7·7"),
+        "conv over C channels": (2 * mlp + 49 * 256 + 1, "not the C channels"),
+        "conv over 2C channels": (2 * mlp + 2 * 49 * 256 + 1, "not 2C channels"),
+        "k = 3": (2 * mlp + 19, "kernel_size"),
     })
-    assert count_parameters(attncourse.create("cbam", 256)) == mlp + 99
+    from attncourse.hybrid.cbam import ChannelAttention, SpatialAttention
+
+    assert count_parameters(attncourse.create("cbam", 256)) == mlp + 99                  # the shared module
+    assert 2 * count_parameters(ChannelAttention(256)) + count_parameters(SpatialAttention()) == right
 
 
-def _pool(f, how):
-    avg, mx = f.mean(1, keepdim=True), f.amax(1, keepdim=True)
-    return torch.cat({"avg-max": [avg, mx], "max-avg": [mx, avg], "avg-avg": [avg, avg], "max-max": [mx, mx],
-                      "sum-max": [f.sum(1, keepdim=True), mx]}[how], 1)
+def _pool_last(f, how, axis=-1):
+    avg, mx = f.mean(axis, keepdim=True), f.amax(axis, keepdim=True)
+    return {"avg-max": [avg, mx], "max-avg": [mx, avg], "avg-avg": [avg, avg], "max-max": [mx, mx],
+            "sum-max": [f.sum(axis, keepdim=True), mx]}[how]
 
 
-def _spatial(how="avg-max", *, pad=None, bias=True, act="sigmoid", flip=False, out="map"):
+def _spatial_last(how="avg-max", *, pad=None, bias=True, act="sigmoid", flip=False, out="map", layout="right"):
+    """A spatial_map_last with one mistake: f is (B, H, W, C)."""
     def fn(f, weight, bias_):
         w = weight.flip(-1, -2) if flip else weight
         p = weight.shape[-1] // 2 if pad is None else pad
-        logits = F.conv2d(_pool(f, how), w, bias_ if bias else None, padding=p)
+        if layout == "axis 1":                                  # PyTorch's channel axis, H here
+            x = torch.cat(_pool_last(f, how, axis=1), 1)       # (B, 2, W, C)
+            return F.conv2d(x, w, bias_, padding=p).sigmoid()
+        if layout == "stacked first":                           # the two maps on a new leading axis
+            x = torch.stack([f.mean(-1), f.amax(-1)])          # (2, B, H, W)
+            return rearrange(F.conv2d(x, w, bias_, padding=p).sigmoid(), "b 1 h w -> b h w 1")
+        if layout == "stacked last":                            # channels-last maps straight into conv2d
+            x = torch.cat(_pool_last(f, how), -1)               # (B, H, W, 2)
+            return F.conv2d(x, w, bias_, padding=p).sigmoid()
+        pattern = {"right": "b h w two -> b two h w", "swapped": "b h w two -> b two w h",
+                   "transposed": "b h w two -> b two w h", "first": "b h w two -> b two h w"}[layout]
+        x = rearrange(torch.cat(_pool_last(f, how), -1), pattern)
+        logits = F.conv2d(x, w, bias_ if bias else None, padding=p)
         m = {"sigmoid": torch.sigmoid, "none": lambda t: t,
              "softmax": lambda t: torch.softmax(t.flatten(2), -1).view_as(t)}[act](logits)
-        return {"map": lambda: m, "squeezed": lambda: m[:, 0], "product": lambda: m * f}[out]()
+        if layout == "first":
+            return m                                            # (B, 1, H, W), PyTorch's layout
+        back = "b 1 w h -> b h w 1" if layout == "transposed" else "b 1 h w -> b h w 1"
+        m = rearrange(m, back)                                  # "swapped" leaves it (B, W, H, 1)
+        return {"map": lambda: m, "squeezed": lambda: m[..., 0], "product": lambda: m * f}[out]()
     return fn
 
 
-def test_spatial_map():
-    _check_table(ex_cbam.check_spatial_map, _spatial(), {
-        "no padding": (_spatial(pad=0), "shrank"),
-        "padding 3 for every k": (_spatial(pad=3), "grew"),
-        "channel axis dropped": (_spatial(out="squeezed"), "keep the map's channel axis"),
-        "product returned": (_spatial(out="product"), "not the product"),
-        "max-avg order": (_spatial("max-avg"), "[max; avg]"),
-        "no sigmoid": (_spatial(act="none"), "sigmoid σ of eq. (3) is missing"),
-        "softmax": (_spatial(act="softmax"), "softmax"),
-        "no bias": (_spatial(bias=False), "bias is missing"),
-        "sum over channels": (_spatial("sum-max"), "summed over the channels"),
-        "mean twice": (_spatial("avg-avg"), "both stacked maps are the mean"),
-        "max twice": (_spatial("max-max"), "both stacked maps are the max"),
-        "flipped kernel": (_spatial(flip=True), "flipped"),
+def test_spatial_map_last():
+    _check_table(ex_cbam.check_spatial_map_last, _spatial_last(), {
+        "no padding": (_spatial_last(pad=0), "shrank"),
+        "padding 3 for every k": (_spatial_last(pad=3), "grew"),
+        "PyTorch's layout": (_spatial_last(layout="first"), "channels-first layout"),
+        "channel axis dropped": (_spatial_last(out="squeezed"), "keep the map's channel axis"),
+        "H and W swapped": (_spatial_last(layout="swapped"), "H and W are swapped"),
+        "kernel transposed": (_spatial_last(layout="transposed"), "acted transposed"),
+        "product returned": (_spatial_last(out="product"), "not the product"),
+        "pooled over axis 1": (_spatial_last(layout="axis 1"), "pooled over axis 1"),
+        "maps stacked on a new first axis": (_spatial_last(layout="stacked first"), "stack the mean and the max"),
+        "channels-last maps into conv2d": (_spatial_last(layout="stacked last"), "conv2d reads its input"),
+        "max-avg order": (_spatial_last("max-avg"), "[max; avg]"),
+        "no sigmoid": (_spatial_last(act="none"), "sigmoid σ of eq. (3) is missing"),
+        "softmax": (_spatial_last(act="softmax"), "softmax"),
+        "no bias": (_spatial_last(bias=False), "bias is missing"),
+        "sum over channels": (_spatial_last("sum-max"), "summed over the channels"),
+        "mean twice": (_spatial_last("avg-avg"), "both stacked maps are the mean"),
+        "max twice": (_spatial_last("max-max"), "both stacked maps are the max"),
+        "flipped kernel": (_spatial_last(flip=True), "flipped"),
     })
 
 
-def _cbam_fn(channel="paper", arrangement="channel-spatial", order="avg-max", spatial=True):
-    def fn(f, w0, b0, w1, b1, kw, kb):
-        def mlp(d, biases=True, relu=True):
-            hidden = d @ w0.T + (b0 if biases else 0)
-            return (torch.relu(hidden) if relu else hidden) @ w1.T + (b1 if biases else 0)
+def _bn_eval(t, bn, how="eval"):
+    mu, v, gamma, beta = bn
+    if how == "batch":
+        mu, v = t.mean((0, 2, 3)), t.var((0, 2, 3), unbiased=False)
+    if how == "var":
+        return gamma * (t - mu) / (v + 1e-5) + beta
+    return gamma * (t - mu) / torch.sqrt(v + (0.0 if how == "no-eps" else 1e-5)) + beta
+
+
+def _spatial_first_fn(channel="paper", arrangement="spatial-channel", order="max-avg", bn="eval"):
+    """A cbam_spatial_first with one mistake."""
+    def fn(f, w0, b0, w1, b1, kw, stats):
+        def mlp(d, relu=True):
+            hidden = d @ w0.T + b0
+            return (torch.relu(hidden) if relu else hidden) @ w1.T + b1
 
         def mc(x):
             avg, mx = reduce(x, "b c h w -> b c", "mean"), reduce(x, "b c h w -> b c", "max")
@@ -91,104 +134,121 @@ def _cbam_fn(channel="paper", arrangement="channel-spatial", order="avg-max", sp
                  "max-only": lambda: torch.sigmoid(mlp(mx)),
                  "sum-first": lambda: torch.sigmoid(mlp(avg + mx)),
                  "sigmoid-each": lambda: torch.sigmoid(mlp(avg)) + torch.sigmoid(mlp(mx)),
-                 "bias-once": lambda: torch.sigmoid(                   # W1 applied once to the summed hidden units
-                     (torch.relu(avg @ w0.T + b0) + torch.relu(mx @ w0.T + b0)) @ w1.T + b1),
-                 "no-bias": lambda: torch.sigmoid(mlp(avg, biases=False) + mlp(mx, biases=False)),
                  "no-relu": lambda: torch.sigmoid(mlp(avg, relu=False) + mlp(mx, relu=False))}[channel]()
             return rearrange(s, "b c -> b c 1 1")
 
         def ms(x):
-            return torch.sigmoid(F.conv2d(_pool(x, order), kw, kb, padding=kw.shape[-1] // 2))
+            avg, mx = x.mean(1, keepdim=True), x.amax(1, keepdim=True)
+            t = F.conv2d(torch.cat([mx, avg] if order == "max-avg" else [avg, mx], 1), kw, padding=kw.shape[-1] // 2)
+            return torch.sigmoid(t if bn is None else _bn_eval(t, stats, bn))
 
-        if arrangement == "channel-spatial":
-            f1 = mc(f) * f
-            return ms(f1) * f1 if spatial else f1
         if arrangement == "spatial-channel":
             f1 = ms(f) * f
             return mc(f1) * f1
+        if arrangement == "channel-spatial":
+            f1 = mc(f) * f
+            return ms(f1) * f1
         if arrangement == "parallel":
             return mc(f) * ms(f) * f
-        return ms(f) * f                                  # "spatial only"
+        if arrangement == "spatial only":
+            return ms(f) * f
+        return mc(f) * f                                          # "channel only"
     return fn
 
 
-def test_cbam_function():
-    _check_table(ex_cbam.check_cbam_function, _cbam_fn(), {
-        "plain SE": (_cbam_fn("avg-only", spatial=False), "plain SE"),
-        "SE channel gate + spatial": (_cbam_fn("avg-only"), "only average pooling"),
-        "max only": (_cbam_fn("max-only"), "only max pooling"),
-        "spatial first": (_cbam_fn(arrangement="spatial-channel"), "spatial map first"),
-        "parallel": (_cbam_fn(arrangement="parallel"), "parallel"),
-        "descriptors summed first": (_cbam_fn("sum-first"), "before the MLP"),
-        "sigmoid on each": (_cbam_fn("sigmoid-each"), "sigmoid of each MLP output"),
-        "b1 once": (_cbam_fn("bias-once"), "b1 is added once"),
-        "no biases": (_cbam_fn("no-bias"), "biases b0 and b1 are missing"),
-        "no ReLU": (_cbam_fn("no-relu"), "ReLU"),
-        "max-avg spatial": (_cbam_fn(order="max-avg"), "[max; avg]"),
-        "no spatial gate": (_cbam_fn(spatial=False), "F' only"),
-        "spatial only": (_cbam_fn(arrangement="spatial only"), "spatial gate alone"),
+def test_spatial_first():
+    _check_table(ex_cbam.check_spatial_first, _spatial_first_fn(), {
+        "channel first": (_spatial_first_fn(arrangement="channel-spatial"), "channel map first"),
+        "parallel": (_spatial_first_fn(arrangement="parallel"), "parallel"),
+        "avg-max order": (_spatial_first_fn(order="avg-max"), "stacked [avg; max]"),
+        "no batch norm": (_spatial_first_fn(bn=None), "batch norm is missing"),
+        "batch statistics": (_spatial_first_fn(bn="batch"), "batch's own mean"),
+        "divided by the variance": (_spatial_first_fn(bn="var"), "divided by the variance"),
+        "no eps": (_spatial_first_fn(bn="no-eps"), "ε is missing"),
+        "SE channel gate": (_spatial_first_fn("avg-only"), "only average pooling"),
+        "max only": (_spatial_first_fn("max-only"), "only max pooling"),
+        "descriptors summed first": (_spatial_first_fn("sum-first"), "before the MLP"),
+        "sigmoid on each": (_spatial_first_fn("sigmoid-each"), "sigmoid of each MLP output"),
+        "no ReLU": (_spatial_first_fn("no-relu"), "ReLU"),
+        "spatial gate only": (_spatial_first_fn(arrangement="spatial only"), "F' = M_s(F) ⊗ F only"),
+        "channel gate only": (_spatial_first_fn(arrangement="channel only"), "channel gate alone"),
     })
 
 
 # --- BAM --------------------------------------------------------------------------------------
 
-def test_bam_parameters():
-    c, h = 128, 8
-    ch, sp = 2 * c * h + h + c, c * h + h + 2 * (9 * h * h + h) + h + 1
+def test_three_conv_parameters():
+    c, m = 192, 12
+    ch, sp = 2 * c * m + m + c, c * m + m + 3 * (9 * m * m + m) + m + 1
     right = ch + sp + 2 * c + 2
-    assert count_parameters(attncourse.create("bam", c)) == right
-    _check_table(ex_bam.check_bam_parameters, right, {
+    two_convs = right - (9 * m * m + m)
+    assert count_parameters(attncourse.create("bam", c)) == two_convs        # the module: two dilated convs
+    _check_table(ex_bam.check_three_conv_parameters, right, {
+        "two dilated convs (bam_parameters(192))": (two_convs, "bam_parameters(192)"),
+        "third conv without bias": (right - m, "third dilated convolution has a bias"),
+        "third conv as 9m": (two_convs + 9 * m + m, "9·m·m weights"),
         "no BN": (ch + sp, "no batch norm at all"),
         "channel BN only": (ch + sp + 2 * c, "spatial branch ends in a BN too"),
         "spatial BN only": (ch + sp + 2, "for each of the C channels"),
-        "official layout": (ch + sp + 8 * h, "official code's layout"),
+        "official layout": (ch + sp + 10 * m, "official code's layout"),
         "BN buffers": (right + 2 * c + 2, "buffers"),
         "channel branch only": (ch + 2 * c, "only the channel branch"),
         "spatial branch only": (sp + 2, "only the spatial branch"),
-        "one dilated conv": (right - 9 * h * h - h, "One dilated 3×3 convolution is missing"),
-        "9x9 kernels": (right + 2 * 72 * h * h, "dilation spreads them"),
-        "no biases": (right - (4 * h + c + 1), "biases are missing"),
+        "9x9 kernels": (right + 3 * 72 * m * m, "dilation spreads them"),
+        "no biases": (right - (5 * m + c + 1), "biases are missing"),
+        "r forgotten": (2 * c * c + c + c + c * c + c + 3 * (9 * c * c + c) + c + 1 + 2 * c + 2, "as if r were 1"),
     })
 
 
-def test_spatial_inputs():
-    _check_table(ex_bam.check_spatial_inputs, 25, {
-        "dense span": (289, "span of the receptive field"),
+def test_border_inputs():
+    _check_table(ex_bam.check_border_inputs, 12, {
+        "far from the border": (25, "far from the border"),
+        "no dilation": (20, "without dilation"),
+        "span clipped": (150, "clipped to the map"),
+        "span": (289, "span of the receptive field"),
         "paths": (81, "counts paths"),
-        "taps added": (18, "do not add their taps"),
-        "one conv": (9, "one dilated 3×3 conv"),
+        "one conv": (6, "one dilated 3×3 convolution"),
+        "rows for both axes": (9, "row 1's count"),
+        "columns for both axes": (16, "column 6's count"),
+        "columns not clipped": (15, "but not the columns"),
+        "axes added": (7, "multiply them"),
+        "rows only": (3, "rows only"),
+        "columns only": (4, "columns only"),
+        "one axis": (5, "along one axis"),
         "side of the span": (17, "side of the span"),
-        "one axis": (5, "one axis"),
     })
 
 
-def _refine(how):
-    def fn(f, mc, ms):
-        a, b = rearrange(mc, "b c -> b c 1 1"), rearrange(ms, "b h w -> b 1 h w")
-        return {
-            "right": lambda: f + f * torch.sigmoid(a + b),
-            "no residual": lambda: f * torch.sigmoid(a + b),
-            "product": lambda: f + f * torch.sigmoid(a * b),
-            "no sigmoid": lambda: f + f * (a + b),
-            "attention": lambda: torch.sigmoid(a + b).expand_as(f),
-            "sigmoid each, summed": lambda: f + f * (torch.sigmoid(a) + torch.sigmoid(b)),
-            "sigmoid each, multiplied": lambda: f + f * torch.sigmoid(a) * torch.sigmoid(b),
-            "added": lambda: f + torch.sigmoid(a + b),
-            "no reshape": lambda: f + f * torch.sigmoid(mc + ms),
-        }[how]()
+def _grad(how):
+    """A spatial_grad with one mistake."""
+    def fn(f, mc, ms, g, combine):
+        a_mc, a_ms = rearrange(mc, "b c -> b c 1 1"), rearrange(ms, "b h w -> b 1 h w")
+        s = torch.sigmoid(a_mc + a_ms if combine == "sum" else a_mc * a_ms)
+        ds = s if how == "sigma" else s * (1 - s)
+        factor = a_mc if (combine == "product" and how not in ("no mc", "ms")) or how == "always mc" else 1.0
+        if how == "ms" and combine == "product":
+            factor = a_ms
+        per = g * (1 if how == "no f" else f) * ds * factor
+        if how == "residual":
+            per = g * (1 + f * ds) * factor
+        return {"per channel": lambda: per, "positions": lambda: reduce(per, "b c h w -> b c", "sum"),
+                "keepdim": lambda: reduce(per, "b c h w -> b 1 h w", "sum"),
+                "mean": lambda: reduce(per, "b c h w -> b h w", "mean")}.get(how, lambda: reduce(per, "b c h w -> b h w", "sum"))()
     return fn
 
 
-def test_bam_refine():
-    _check_table(ex_bam.check_bam_refine, _refine("right"), {
-        "no residual": (_refine("no residual"), "residual form"),
-        "product": (_refine("product"), "with a product"),
-        "no sigmoid": (_refine("no sigmoid"), "sigmoid σ of eq. (2) is missing"),
-        "attention returned": (_refine("attention"), "you returned the attention"),
-        "sigmoid per branch, summed": (_refine("sigmoid each, summed"), "sigmoid of each branch"),
-        "sigmoid per branch, multiplied": (_refine("sigmoid each, multiplied"), "as CBAM does"),
-        "added to F": (_refine("added"), "multiplies it in"),
-        "not reshaped": (_refine("no reshape"), "rearrange(mc, 'b c -> b c 1 1')"),
+def test_spatial_grad():
+    _check_table(ex_bam.check_spatial_grad, _grad("right"), {
+        "not summed over channels": (_grad("per channel"), "not summed over the channels"),
+        "summed over positions": (_grad("positions"), "summed over the positions"),
+        "channel axis kept": (_grad("keepdim"), "drop the channel axis"),
+        "mean over channels": (_grad("mean"), "mean over the channels"),
+        "sigma for its derivative": (_grad("sigma"), "its derivative"),
+        "no M_c for the product": (_grad("no mc"), "multiply by M_c"),
+        "M_c for the sum": (_grad("always mc"), "belongs to the product only"),
+        "M_s as the factor": (_grad("ms"), "not M_s"),
+        "no F": (_grad("no f"), "factor F is missing"),
+        "residual kept": (_grad("residual"), "residual's 1"),
     })
 
 
