@@ -2,6 +2,8 @@
 
 Above each checker, a comment lists the mistakes a learner typically makes on that exercise;
 each one gets its own message (``tests/test_checkers_gcnet.py`` tries every one of them).
+The exercises ask for what no cell of the chapter computes: the official mul+add fusion's
+parameters and its forward, and the context computed strip by strip (an online softmax).
 """
 
 from __future__ import annotations
@@ -10,51 +12,62 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from . import Feedback, check_number, compare_tensors, failed, match_mistake, passed, run_answer
 
-__all__ = ["check_gc_parameters", "check_global_context", "check_gc_block"]
+__all__ = ["check_gc_parameters", "check_streamed_context", "check_gc_mul_add"]
 
 
-# Exercise 1, GlobalContextBlock(512) with the defaults (r = 16, attention pooling, add fusion).
+# Exercise 1, GlobalContextBlock(768, reduction=8, fusion="mul+add"): one context (W_k), two
+# transforms (one per fusion), each a bottleneck C → C/r → C with a LayerNorm. The chapter's
+# gc_parameters(C, r) counts one transform: calling it gives the first mistake below.
 # Typical mistakes:
-#   - the LayerNorm's affine parameters forgotten (-2C/r), or counted once per unit (-C/r)
-#   - the LayerNorm taken over the C channels instead of the C/r hidden units (2C instead of 2C/r)
-#   - W_k forgotten (context modelling has parameters too: C weights and a bias), or only its bias
-#   - the biases of the two 1×1 convolutions W_v1, W_v2 forgotten (C/r + C)
-#   - SE's count (no W_k, no LayerNorm) or the non-local block's (2C² + 4.5C): the neighbours
-#   - r = 4 (the paper's other setting) instead of the default 16
-#   - the simplified non-local block's transform, one C × C convolution W_v, instead of the bottleneck
+#   - one transform only (the add fusion's count, the chapter's gc_parameters(768, 8))
+#   - W_k counted twice (one context per fusion; the context is computed once and shared)
+#   - the default r = 16 instead of 8
+#   - the LayerNorms' affine parameters forgotten (−2C/r per transform); counting one parameter per
+#     hidden unit in both gives the same number as forgetting one LayerNorm: one message names both
+#   - the LayerNorms taken over the C channels instead of the C/r hidden units
+#   - W_k forgotten, or only its bias
+#   - the biases of the transforms' 1×1 convolutions forgotten (C/r + C per transform)
+#   - a parameter per channel for the sigmoid (it has none)
+#   - the non-local block's count (2C² + 4.5C): the block GC replaces
 def check_gc_parameters(answer: Any) -> Feedback:
-    """Exercise 1: parameters of ``GlobalContextBlock(512)`` (r = 16, att pooling, add fusion)."""
-    c, r = 512, 16
+    """Exercise 1: parameters of ``GlobalContextBlock(768, reduction=8, fusion="mul+add")``."""
+    c, r = 768, 8
     h = c // r
 
-    def gc(c: int, h: int) -> int:
-        return 2 * c * h + 2 * c + 3 * h + 1
+    def transform(h: int, *, ln: int = 2, biases: bool = True) -> int:
+        return c * h + h * c + ln * h + ((h + c) if biases else 0)
 
-    right = gc(c, h)
+    w_k = c + 1
+    right = w_k + 2 * transform(h)
     return check_number(
         answer,
         right,
-        what="Parameters of GlobalContextBlock(512)",
+        what="Parameters of GlobalContextBlock(768, reduction=8, fusion='mul+add')",
         hints={
-            right - 2 * h: "The LayerNorm over [C/r, 1, 1] is affine: it has a scale γ and a shift β for each "
-            "of the C/r hidden units (2C/r parameters).",
-            right - h: "The LayerNorm has two parameters per hidden unit, γ and β, not one.",
-            right - 2 * h + 2 * c: "The LayerNorm normalises the C/r hidden units (nn.LayerNorm([C/r, 1, 1])), "
-            "so it has 2C/r parameters, not 2C.",
-            right - (c + 1): "Context modelling has parameters too: W_k is a 1×1 convolution from C channels to "
+            w_k + transform(h): "That is one transform (the add fusion's count, what the chapter's "
+            "gc_parameters(768, 8) gives); 'mul+add' has two, each its own bottleneck C → C/r → C with a "
+            "LayerNorm: one for the sigmoid-gated product, one for the sum.",
+            2 * w_k + 2 * transform(h): "W_k is counted twice: the context Σ_j α_j x_j is computed once and "
+            "fed to both transforms (one W_k, C weights and a bias).",
+            w_k + 2 * transform(c // 16): "That is r = 16, the default; here reduction=8 (hidden width "
+            "768 // 8 = 96).",
+            right - 4 * h: "Both LayerNorms' scale γ and shift β are missing: each has 2 × C/r parameters.",
+            right - 2 * h: "2 × C/r short: each of the two LayerNorms has two parameters per hidden unit, γ and β "
+            "(or one LayerNorm was left out).",
+            w_k + 2 * transform(h, ln=2 * c // h): "The LayerNorms normalise the C/r hidden units "
+            "(nn.LayerNorm([C/r, 1, 1])), so each has 2C/r parameters, not 2C.",
+            right - w_k: "Context modelling has parameters too: W_k is a 1×1 convolution from C channels to "
             "one logit, C weights and a bias.",
             right - 1: "W_k, the 1×1 convolution to one channel, has a bias as well (the official code keeps it, "
             "though the softmax makes it useless).",
-            right - h - c: "The two 1×1 convolutions of the transform, W_v1 and W_v2, have biases: C/r + C.",
-            2 * c * h + h + c: "That is SE's count (2C²/r + C/r + C): the GC block adds W_k (C + 1) and the "
-            "LayerNorm (2C/r).",
+            w_k + 2 * transform(h, biases=False): "The 1×1 convolutions of both transforms (W_v1 and W_v2, twice) "
+            "have biases: C/r + C per transform.",
+            right + c: "The sigmoid has no parameters: σ is applied to the multiplicative transform's output.",
             2 * c * c + 4.5 * c: "That is the non-local block's count (2C² + 4.5C), the block GC replaces.",
-            gc(c, c // 4): "That is r = 4; the default reduction is 16 (hidden width 512 // 16 = 32).",
-            (c + 1) + c * c + c: "That is the simplified non-local block: one C × C convolution W_v. The GC "
-            "block's transform is a bottleneck, C → C/r → C, with a LayerNorm.",
         },
     )
 
@@ -64,58 +77,126 @@ def _context(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bcn,bn->bc", x.flatten(2), alpha)
 
 
-# Exercise 2, global_context(x, wk, bk) = Σ_j α_j x_j with α = softmax_j(W_k x_j + b_k), shape (B, C).
+def _strips(x: torch.Tensor, heights: list[int]):
+    """The map x as horizontal strips of the given heights, top to bottom, as a reader that reuses one
+    buffer yields them: a strip is valid until the next one is asked for (then it is overwritten)."""
+    buffer = torch.empty(x.shape[0], x.shape[1], max(heights), x.shape[3], dtype=x.dtype)
+    top = 0
+    for rows in heights:
+        buffer.zero_()
+        buffer[:, :, :rows] = x[:, :, top : top + rows]
+        top += rows
+        yield buffer[:, :, :rows]
+
+
+def _kept_strips(x: torch.Tensor, heights: list[int]) -> torch.Tensor:
+    """What a function that keeps the strips and reads them at the end sees: every strip is a view of the
+    buffer, which then holds the last strip (zeros below it)."""
+    last = torch.zeros(x.shape[0], x.shape[1], max(heights), x.shape[3], dtype=x.dtype)
+    last[:, :, : heights[-1]] = x[:, :, x.shape[2] - heights[-1] :]
+    return torch.cat([last[:, :, :rows] for rows in heights], dim=2)
+
+
+def _strip_contexts(x: torch.Tensor, wk: torch.Tensor, bk: torch.Tensor, heights: list[int]) -> list[torch.Tensor]:
+    """Each strip's own attention-pooled context (a softmax over its positions only)."""
+    out, top = [], 0
+    for rows in heights:
+        piece = x[:, :, top : top + rows]
+        top += rows
+        logits = (torch.einsum("bchw,c->bhw", piece, wk) + bk).flatten(1)
+        out.append(_context(piece, logits.softmax(-1)))
+    return out
+
+
+def _unrescaled(x: torch.Tensor, wk: torch.Tensor, bk: torch.Tensor, heights: list[int]) -> torch.Tensor:
+    """The online softmax without its correction: the running maximum moves, but the sums already
+    accumulated are not multiplied by e^(m_old - m_new)."""
+    m = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype)
+    total, acc, top = torch.zeros_like(m), torch.zeros(x.shape[:2], dtype=x.dtype), 0
+    for rows in heights:
+        piece = x[:, :, top : top + rows]
+        top += rows
+        logits = (torch.einsum("bchw,c->bhw", piece, wk) + bk).flatten(1)
+        m = torch.maximum(m, logits.amax(-1))
+        e = torch.exp(logits - m[:, None])
+        total = total + e.sum(-1)
+        acc = acc + _context(piece, e)
+    return acc / total[:, None]
+
+
+# Exercise 2, streamed_context(strips, wk, bk) = Σ_j α_j x_j, α = softmax over all H·W positions of
+# W_k x_j + b_k, from an iterable of horizontal strips (B, C, rows, W) of the map, each valid only
+# until the next one arrives (one buffer, overwritten): the online softmax, with a running maximum,
+# a running sum of exponentials and a running weighted sum. No cell of the chapter computes the
+# context in pieces.
 # Typical mistakes:
-#   - the softmax over the size-1 channel axis of the (B, 1, H, W) logits: every weight is 1, a sum
-#   - uniform weights, i.e. the mean over positions (SE's squeeze, the "avg" pooling)
-#   - the raw logits used as weights (no softmax) / a sigmoid instead of the softmax
-#   - the softmax over one spatial axis only (H or W), not over all H·W positions
-#   - the softmax over the batch axis
-#   - the weights α returned instead of the context (shape (B, H·W) or (B, 1, H, W))
-#   - the fused output x + context returned (B, C, H, W) instead of the context
+#   - each strip normalised on its own and the strips' contexts averaged (or weighted by their sizes)
+#   - the running maximum updated, but the sums accumulated so far not rescaled by e^(m_old − m_new)
+#   - no maximum subtracted at all: e^(logit) overflows to inf (logits of several hundred), NaN out
+#   - the strips kept and read at the end (they were overwritten: every strip then shows the last one)
+#   - only the last strip counted (the running state reset at every strip)
+#   - uniform weights (the mean over positions, SE's squeeze)
+#   - the weights α, or a map, returned instead of the context (B, C)
 #   (leaving out the bias b_k is not a mistake: the softmax does not change when every logit is
-#   shifted by the same b_k, so the checker cannot see it, and no network can either)
-def check_global_context(fn: Callable[..., Any]) -> Feedback:
-    """Exercise 2: ``fn(x, wk, bk)`` returns the global context Σ_j α_j x_j, shape (B, C)."""
-    what = "Your global_context"
+#   shifted by the same b_k)
+def check_streamed_context(fn: Callable[..., Any]) -> Feedback:
+    """Exercise 2: ``fn(strips, wk, bk)`` returns the global context Σ_j α_j x_j (B, C) of the map that
+    ``strips`` yields strip by strip."""
+    what = "Your streamed_context"
     g = torch.Generator().manual_seed(7)
-    for shape in [(3, 6, 5, 4), (2, 4, 3, 7)]:
+    # no two of B, C, H, W are equal; the second map's logits reach several hundred (e^logit overflows)
+    # and its largest logit lies in the last strip, so the running maximum moves
+    for shape, heights, spread in [((3, 5, 9, 4), [2, 4, 3], 1.0), ((2, 6, 7, 8), [3, 1, 3], 900.0)]:
         B, C, H, W = shape
         x = torch.randn(shape, generator=g, dtype=torch.float64)
         wk = torch.randn(C, generator=g, dtype=torch.float64)
         bk = torch.randn(1, generator=g, dtype=torch.float64)
-        got, fb = run_answer(fn, x, wk, bk, what=what)
+        logits = (torch.einsum("bchw,c->bhw", x, wk) + bk).flatten(1)
+        if spread > 1:  # logits up to `spread` (e^900 is inf in float64), each image's largest in the last strip
+            wk = wk * spread / (logits - bk).amax().abs()
+            flat = rearrange(x, "b c h w -> b c (h w)")
+            top = logits.argmax(-1)
+            last = (H - 1) * W + 1
+            for n in range(B):
+                a_, b_ = flat[n, :, top[n]].clone(), flat[n, :, last].clone()
+                flat[n, :, top[n]], flat[n, :, last] = b_, a_
+            x = rearrange(flat, "b c (h w) -> b c h w", h=H)
+            logits = (torch.einsum("bchw,c->bhw", x, wk) + bk).flatten(1)
+        expected = _context(x, logits.softmax(-1))
+        got, fb = run_answer(fn, _strips(x, heights), wk, bk, what=what)
         if fb is not None:
             return fb
-        logits = torch.einsum("bchw,c->bhw", x, wk) + bk  # W_k x_j + b_k: (B, H, W)
-        flat = logits.flatten(1)
-        expected = _context(x, flat.softmax(-1))
         if isinstance(got, torch.Tensor):
             got = got.detach().to(torch.float64)
             if got.shape in {(B, H * W), (B, 1, H, W), (B, H, W), (B, 1, H * W)}:
-                return failed(f"{what}: that has the shape of the weights α {tuple(got.shape)}; return the context "
+                return failed(f"{what}: that has the shape of weights {tuple(got.shape)}; return the context "
                               f"Σ_j α_j x_j, one vector per image, shape (B, C) = {(B, C)}.")
-            if got.shape == x.shape:
-                return failed(f"{what}: return the context itself, shape (B, C); adding it to x (the fusion) is "
-                              "the block's last step, not this one.")
+            if got.shape == expected.shape and not torch.isfinite(got).all():
+                return failed(f"{what}: the output holds NaN or inf where every context is finite: with logits of "
+                              f"up to {logits.max().item():.0f} here, e^logit overflows (float64 ends near e^709). "
+                              "Subtract the running maximum of the logits before the exponential, and rescale "
+                              "what you have summed so far by e^(m_old − m_new) when the maximum grows.")
             if got.shape == expected.shape:
+                per_strip = _strip_contexts(x, wk, bk, heights)
+                sizes = torch.tensor(heights, dtype=torch.float64) / H
                 known = {
-                    "every weight is 1, so you summed the positions: a softmax over the size-1 channel axis of the "
-                    "(B, 1, H, W) logits normalises nothing; take it over the H·W positions":
-                        _context(x, torch.ones_like(flat)),
+                    "each strip was normalised on its own and the strips' contexts averaged; the softmax runs "
+                    "over all H·W positions at once: carry the running sum of exponentials from strip to strip":
+                        torch.stack(per_strip).mean(0),
+                    "each strip was normalised on its own and the contexts weighted by the strips' sizes; a "
+                    "strip's weight depends on its logits, not its size: carry the running sum of exponentials":
+                        sum(w_ * c_ for w_, c_ in zip(sizes, per_strip)),
+                    "the running maximum moved, but what was summed before was not rescaled: multiply the running "
+                    "sum and the running weighted sum by e^(m_old − m_new) when the maximum grows":
+                        _unrescaled(x, wk, bk, heights),
+                    "you kept the strips and read them at the end, but each strip is valid only until the next "
+                    "one arrives (the reader reuses its buffer): update your running sums as each strip comes":
+                        _context(_kept_strips(x, heights), (torch.einsum("bchw,c->bhw", _kept_strips(x, heights),
+                                                                          wk) + bk).flatten(1).softmax(-1)),
+                    "that is the last strip's context alone: the running state must carry over from one strip to "
+                    "the next, not restart": per_strip[-1],
                     "the weights are uniform, 1/(H·W): that is the mean over positions, SE's squeeze (the paper's "
-                    "'avg' pooling), not attention pooling":
-                        _context(x, torch.full_like(flat, 1.0 / (H * W))),
-                    "the weights are the raw logits W_k x_j; pass them through a softmax over the positions":
-                        _context(x, flat),
-                    "a sigmoid gives weights that do not sum to 1; the GC block takes a softmax over the positions":
-                        _context(x, flat.sigmoid()),
-                    "the softmax runs over W only (each row separately); flatten H and W and take it over all "
-                    "H·W positions": _context(x, logits.softmax(-1).flatten(1)),
-                    "the softmax runs over H only (each column separately); flatten H and W and take it over all "
-                    "H·W positions": _context(x, logits.softmax(-2).flatten(1)),
-                    "the softmax runs over the batch axis; each image has its own weights, a softmax over its "
-                    "own H·W positions": _context(x, flat.softmax(0)),
+                    "'avg' pooling), not attention pooling": x.mean((2, 3)),
                 }
                 fb = match_mistake(got, known, what=what, expected=expected, end=".")
                 if fb is not None:
@@ -123,7 +204,8 @@ def check_global_context(fn: Callable[..., Any]) -> Feedback:
         bad = compare_tensors(got, expected, what=what)
         if bad is not None:
             return bad
-    return passed(f"{what} computes the context: a softmax over all H·W positions of W_k x_j, then Σ_j α_j x_j.")
+    return passed(f"{what} computes the context in one pass over the strips: a running maximum, a running sum of "
+                  "exponentials and a running weighted sum, rescaled when the maximum grows.")
 
 
 def _transform(context: torch.Tensor, w1, b1, gamma, beta, w2, b2, *, ln: str = "layer", relu_first: bool = False,
@@ -145,64 +227,79 @@ def _transform(context: torch.Tensor, w1, b1, gamma, beta, w2, b2, *, ln: str = 
     return t @ w2.T + b2
 
 
-# Exercise 3, gc_block(x, wk, bk, w1, b1, gamma, beta, w2, b2) = eq. (5), with add fusion.
+def _random_transform(g: torch.Generator, c: int, h: int) -> tuple[torch.Tensor, ...]:
+    """W_v1 (h, C), b1, γ, β (h,), W_v2 (C, h), b2: a bottleneck with every weight non-zero."""
+    return (torch.randn(h, c, generator=g, dtype=torch.float64) / c**0.5, torch.randn(h, generator=g, dtype=torch.float64),
+            1 + 0.5 * torch.randn(h, generator=g, dtype=torch.float64), torch.randn(h, generator=g, dtype=torch.float64),
+            torch.randn(c, h, generator=g, dtype=torch.float64), torch.randn(c, generator=g, dtype=torch.float64))
+
+
+# Exercise 3, gc_mul_add(x, wk, bk, mul, add): the official code's third fusion
+# (fusion_types=('channel_add', 'channel_mul'), the module's fusion="mul+add"):
+# z = x ⊙ σ(T_mul(context)) + T_add(context), one attention-pooled context, two transforms
+# T = W_v2 ReLU(LN(W_v1 ·)), each given as (w1, b1, gamma, beta, w2, b2). No cell of the chapter
+# computes it (the chapter derives the add fusion, eq. 5).
 # Typical mistakes:
-#   - the LayerNorm forgotten, or without its affine γ, β
-#   - the LayerNorm's variance unbiased (torch.var's default) instead of the biased one
-#   - a batch norm (statistics over the batch) instead of the LayerNorm over the C/r hidden units
-#   - the ReLU before the LayerNorm / the ReLU forgotten
-#   - multiplicative fusion x ⊙ σ(·) (timm's default GlobalContext) instead of the addition
-#   - the residual x forgotten: the transformed context alone, broadcast
+#   - the order reversed: (x + T_add) ⊙ σ(T_mul), the sum first
+#   - the two transforms swapped (mul's weights in the sum, add's in the product)
+#   - one transform used for both terms (add's, or mul's)
+#   - the sigmoid forgotten on the multiplicative term / a sigmoid on the additive term too
+#   - one term missing: x + T_add (the default block) or x ⊙ σ(T_mul) (the mul fusion)
+#   - x added once more: x ⊙ σ(T_mul) + x + T_add
+#   - the LayerNorm forgotten, the ReLU before it, or a batch norm (statistics over the batch)
 #   - the mean over positions (SE's squeeze) as the context instead of attention pooling
-def check_gc_block(fn: Callable[..., Any]) -> Feedback:
-    """Exercise 3: ``fn(x, wk, bk, w1, b1, gamma, beta, w2, b2)`` is the GC block, eq. (5)."""
-    what = "Your gc_block"
+def check_gc_mul_add(fn: Callable[..., Any]) -> Feedback:
+    """Exercise 3: ``fn(x, wk, bk, mul, add)`` is the GC block with fusion "mul+add"."""
+    what = "Your gc_mul_add"
     g = torch.Generator().manual_seed(11)
-    for shape, r in [((2, 8, 5, 3), 2), ((3, 12, 4, 4), 4)]:
+    # no two of B, C, H, W, C/r are equal
+    for shape, r in [((2, 8, 5, 3), 2), ((3, 12, 4, 7), 2)]:
         B, C, H, W = shape
         h = C // r
         x = torch.randn(shape, generator=g, dtype=torch.float64)
         wk = torch.randn(C, generator=g, dtype=torch.float64)
         bk = torch.randn(1, generator=g, dtype=torch.float64)
-        w1 = torch.randn(h, C, generator=g, dtype=torch.float64) / C**0.5
-        b1 = torch.randn(h, generator=g, dtype=torch.float64)
-        gamma = 1 + 0.5 * torch.randn(h, generator=g, dtype=torch.float64)
-        beta = torch.randn(h, generator=g, dtype=torch.float64)
-        w2 = torch.randn(C, h, generator=g, dtype=torch.float64)
-        b2 = torch.randn(C, generator=g, dtype=torch.float64)
-        weights = (w1, b1, gamma, beta, w2, b2)
-        got, fb = run_answer(fn, x, wk, bk, *weights, what=what)
+        mul, add = _random_transform(g, C, h), _random_transform(g, C, h)
+        got, fb = run_answer(fn, x, wk, bk, mul, add, what=what)
         if fb is not None:
             return fb
         alpha = (torch.einsum("bchw,c->bhw", x, wk) + bk).flatten(1).softmax(-1)
         context = _context(x, alpha)
 
-        def z(t: torch.Tensor) -> torch.Tensor:  # add fusion: x_i + t for every position i
-            return x + t[:, :, None, None]
+        def grid(t: torch.Tensor) -> torch.Tensor:  # (B, C) -> (B, C, 1, 1): the same at every position
+            return t[:, :, None, None]
 
-        expected = z(_transform(context, *weights))
+        def z(*, ctx: torch.Tensor = context, m: tuple = mul, a: tuple = add, **kw: Any) -> torch.Tensor:
+            return x * torch.sigmoid(grid(_transform(ctx, *m, **kw))) + grid(_transform(ctx, *a, **kw))
+
+        t_mul, t_add = grid(_transform(context, *mul)), grid(_transform(context, *add))
+        expected = z()
         if isinstance(got, torch.Tensor) and got.shape == expected.shape:
             got = got.detach().to(torch.float64)
             known = {
-                "the LayerNorm is missing: eq. (5) normalises W_v1's output, LN(W_v1 ·), before the ReLU":
-                    z(_transform(context, *weights, ln="none")),
-                "the LayerNorm has no scale γ and shift β; apply them after normalising":
-                    z(_transform(context, *weights, ln="plain")),
-                "the LayerNorm uses the unbiased variance (torch.var's default); LayerNorm divides by n, "
-                "use var(unbiased=False)": z(_transform(context, *weights, ln="unbiased")),
+                "the sum comes first: that is (x + T_add) ⊙ σ(T_mul); the official order multiplies first, "
+                "z = x ⊙ σ(T_mul(context)) + T_add(context)": (x + t_add) * torch.sigmoid(t_mul),
+                "the two transforms are swapped: `mul` gates the product through the sigmoid, `add` is the "
+                "term added": z(m=add, a=mul),
+                "the additive transform's weights are used for both terms; each fusion has its own transform":
+                    z(m=add),
+                "the multiplicative transform's weights are used for both terms; each fusion has its own "
+                "transform": z(a=mul),
+                "the sigmoid on the multiplicative term is missing: x ⊙ σ(T_mul(context)) rescales every channel "
+                "by a number in (0, 1)": x * t_mul + t_add,
+                "the additive term went through a sigmoid too; only the multiplicative one does":
+                    x * torch.sigmoid(t_mul) + torch.sigmoid(t_add),
+                "the multiplicative term is missing: x + T_add(context) is the default block, fusion='add'":
+                    x + t_add,
+                "the additive term is missing: x ⊙ σ(T_mul(context)) is fusion='mul'": x * torch.sigmoid(t_mul),
+                "x is added once more: the product x ⊙ σ(·) already carries x, z = x ⊙ σ(T_mul) + T_add":
+                    x * torch.sigmoid(t_mul) + x + t_add,
+                "the LayerNorm is missing: each transform normalises W_v1's output, ReLU(LN(W_v1 ·))": z(ln="none"),
+                "the ReLU comes before the LayerNorm; each transform is W_v2 ReLU(LN(W_v1 ·))": z(relu_first=True),
                 "that normalises each hidden unit over the batch (a batch norm); the LayerNorm normalises "
-                "each image's C/r hidden values": z(_transform(context, *weights, ln="batch")),
-                "the ReLU comes before the LayerNorm; eq. (5) is ReLU(LN(W_v1 ·))":
-                    z(_transform(context, *weights, relu_first=True)),
-                "the ReLU between the LayerNorm and W_v2 is missing":
-                    z(_transform(context, *weights, relu=False)),
-                "that is multiplicative fusion, x ⊙ σ(·) (timm's default GlobalContext); the GC block adds the "
-                "transformed context to every position":
-                    x * torch.sigmoid(_transform(context, *weights))[:, :, None, None],
-                "the residual x is missing: the block returns x_i + W_v2 ReLU(LN(W_v1 context)), the input plus "
-                "the transformed context": _transform(context, *weights)[:, :, None, None].expand_as(x),
-                "the context is the mean over positions (SE's squeeze); eq. (5) pools with the softmax weights "
-                "α_j = softmax(W_k x_j)": z(_transform(x.mean((2, 3)), *weights)),
+                "each image's C/r hidden values": z(ln="batch"),
+                "the context is the mean over positions (SE's squeeze); the GC block pools with the softmax "
+                "weights α_j = softmax(W_k x_j)": z(ctx=x.mean((2, 3))),
             }
             fb = match_mistake(got, known, what=what, expected=expected, end=".")
             if fb is not None:
@@ -210,4 +307,4 @@ def check_gc_block(fn: Callable[..., Any]) -> Feedback:
         bad = compare_tensors(got, expected, what=what)
         if bad is not None:
             return bad
-    return passed(f"{what} is eq. (5): attention pooling, W_v1 → LayerNorm → ReLU → W_v2, added to every position.")
+    return passed(f"{what} is the official mul+add fusion: one attention-pooled context, x ⊙ σ(T_mul) + T_add.")
