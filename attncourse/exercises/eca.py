@@ -86,7 +86,8 @@ def _pair(answer: Any) -> tuple[float, float] | None:
 
 
 def _close(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-6) for x, y in zip(a, b))
+    """Equal to about four digits, so that 0.6667 for 2/3 counts."""
+    return all(math.isclose(x, y, rel_tol=1e-3, abs_tol=1e-3) for x, y in zip(a, b))
 
 
 # Exercise 1 (γ and b of eq. (12) such that t = (log2 C + b)/γ is exactly 3 at C = 32 and 9 at
