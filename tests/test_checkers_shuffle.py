@@ -11,102 +11,123 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from attncourse.cost import count_parameters
 from attncourse.exercises import shuffle as ex
 from attncourse.hybrid.shuffle import ShuffleAttention
 
 from checker_tables import check_table as _check_table
 
-STAGES_101 = [(256, 3), (512, 4), (1024, 23), (2048, 3)]
+
+def test_follow_channel():
+    m = ShuffleAttention(24, groups=3).double()
+    x = torch.randn(2, 24, 3, 5, dtype=torch.float64)
+    y0 = m(x)
+    bumped = x.clone()
+    bumped[:, 16] += 1.0
+    assert ((m(bumped) - y0).abs().amax(dim=(0, 2, 3)) > 0).nonzero().flatten().tolist() == [9]   # 16 -> 9
+    assert rearrange(torch.arange(24), "(g t k) -> g t k", g=3, t=2)[2, 0, 0] == 16                 # channel half
+    _check_table(ex.check_follow_channel, (16, "channel"), {
+        "no shuffle": ((9, "channel"), "that is the channel before the shuffle"),
+        "inverse permutation": ((18, "spatial"), "inverse permutation"),
+        "G groups": ((3, "channel"), "a shuffle with G = 3 groups"),
+        "from 1": ((17, "channel"), "counts channels from 0"),
+        "other channel": ((5, "spatial"), "write 9 = 2q + p"),
+        "(t g k) halves": ((16, "spatial"), "halves each group"),
+        "bad half": ((16, "first"), "name the half"),
+        "not a pair": (16, "expected a tuple"),
+        "not a number": (("sixteen", "channel"), "should be a number"),
+    })
+    assert ex.check_follow_channel([16, "Channel half"])
+    assert not ex.check_follow_channel((16, ...)).attempted
 
 
-def test_resnet101_parameters():
-    right = sum(n * count_parameters(ShuffleAttention(c, groups=64)) for c, n in STAGES_101)
-    assert right == 1524
-    _check_table(ex.check_resnet101_parameters, right, {
-        "no GN affine": (sum(n * count_parameters(ShuffleAttention(c, groups=64, norm_affine=False)) for c, n in STAGES_101),
-                         "nn.GroupNorm(C/2G, C/2G)"),
-        "ResNet-50": (708, "That is ResNet-50"),
-        "per stage": (12 + 24 + 48 + 96, "one module per stage"),
-        "per group": (64 * 1524, "its own weights"),
-        "vectors of C/G": (2 * 1524, "not C/G"),
-        "two vectors": (1524 // 3, "six vectors"),
+def _weight(how="right"):
+    def fn(C):
+        source = rearrange(torch.arange(C), "(p q) -> (q p)", p=2)
+        w = torch.zeros(C, C)
+        w[torch.arange(C), source] = 1.0
+        w = {"right": w, "transposed": w.T, "identity": torch.eye(C), "reversed": torch.eye(C).flip(1),
+             "blocks": torch.cat([torch.eye(C)[C // 2:], torch.eye(C)[:C // 2]]), "2d": w}[how]
+        return w if how == "2d" else w[:, :, None, None]
+    return fn
+
+
+def test_shuffle_weight():
+    x = torch.randn(3, 10, 4, 5)
+    torch.testing.assert_close(F.conv2d(x, _weight()(10)), rearrange(x, "b (p q) h w -> b (q p) h w", p=2))
+    _check_table(ex.check_shuffle_weight, _weight(), {
+        "transposed": (_weight("transposed"), "inverse permutation"),
+        "identity": (_weight("identity"), "no shuffle"),
+        "no 1x1 axes": (_weight("2d"), "four axes"),
+        "reversed": (_weight("reversed"), "reverses the channel order"),
+        "blocks swapped": (_weight("blocks"), "as blocks"),
+        "something else": (lambda C: torch.ones(C, C, 1, 1), "differ"),
+        "crashes": (lambda C: torch.zeros(C, C)[C], "raised"),
     })
 
 
-def _shuffle(x, groups):
-    return rearrange(x, "b (g c) h w -> b (c g) h w", g=groups)
-
-
-def test_channel_shuffle():
-    _check_table(ex.check_channel_shuffle, _shuffle, {
-        "transposed pattern": (lambda x, g: rearrange(x, "b (c g) h w -> b (g c) h w", g=g), "inverse permutation"),
-        "identity": (lambda x, g: x, "input order"),
-        "always two groups": (lambda x, g: _shuffle(x, 2), "whatever `groups` is"),
-        "width axis": (lambda x, g: rearrange(x, "b c h (g w) -> b c h (w g)", g=g), "width axis"),
-        "reversed": (lambda x, g: x.flip(1), "reverses"),
-        "blocks swapped": (lambda x, g: torch.cat(list(x.chunk(g, dim=1))[::-1], dim=1), "as blocks"),
-        "something else": (lambda x, g: x * 2, "differ"),
-        "crashes": (lambda x, g: x.reshape(3, -1, 7), "raised"),
-    })
-
-
-def test_channel_shuffle_is_the_modules():
-    """The exercise's right answer with 2 groups is the shuffle the module applies (gates fixed at 1)."""
+def test_shuffle_weight_is_the_modules_shuffle():
+    """The exercise's right answer, as a 1×1 convolution, is the shuffle the module applies (gates fixed at 1)."""
     m = ShuffleAttention(24, groups=3).double()
     with torch.no_grad():
         m.cbias.fill_(50.0), m.sbias.fill_(50.0)
     x = torch.randn(2, 24, 3, 5, dtype=torch.float64)
-    torch.testing.assert_close(m(x), _shuffle(x, 2))
+    torch.testing.assert_close(m(x), F.conv2d(x, _weight()(24).double()))
 
 
-def _spatial(norm="gn", gate_only=False, sigmoid=True):
+def _shared(how="right"):
+    """A spatial_half_shared answer, right or with one mistake."""
     def fn(x2, w2, b2):
-        if norm == "gn":
+        m = x2.amax(1, keepdim=True) if how == "max" else x2.mean(1, keepdim=True)
+        if how == "per channel":
             z = F.group_norm(x2, x2.shape[1], eps=1e-5)
-        elif norm == "gn1":
-            z = F.group_norm(x2, 1, eps=1e-5)
-        elif norm == "bn":
-            z = F.batch_norm(x2, None, None, training=True, eps=1e-5)
-        elif norm == "unbiased":
-            z = (x2 - x2.mean((2, 3), keepdim=True)) / torch.sqrt(x2.var((2, 3), keepdim=True) + 1e-5)
-        elif norm == "no eps":
-            z = (x2 - x2.mean((2, 3), keepdim=True)) / x2.std((2, 3), keepdim=True, unbiased=False)
-        elif norm == "centred":
-            z = x2 - x2.mean((2, 3), keepdim=True)
-        else:  # the channel half's global mean
+        elif how == "not standardised":
+            z = m
+        elif how == "centred":
+            z = m - m.mean((2, 3), keepdim=True)
+        elif how == "batch":
+            z = F.batch_norm(m, None, None, training=True, eps=1e-5)
+        elif how == "unbiased":
+            z = (m - m.mean((2, 3), keepdim=True)) / torch.sqrt(m.var((2, 3), keepdim=True) + 1e-5)
+        elif how == "no eps":
+            z = (m - m.mean((2, 3), keepdim=True)) / m.std((2, 3), keepdim=True, unbiased=False)
+        elif how == "channel half":
             z = x2.mean((2, 3), keepdim=True)
-        a = w2[:, None, None] * z + b2[:, None, None]
-        a = a.sigmoid() if sigmoid else a
-        return a if gate_only else a * x2
+        else:
+            z = F.group_norm(m, 1, eps=1e-5)                   # one map, standardised over its H x W
+        a = rearrange(w2, "k -> k 1 1") * z + rearrange(b2, "k -> k 1 1")
+        a = a if how == "no sigmoid" else a.sigmoid()
+        return a if how == "gate only" else a * x2
 
     return fn
 
 
 def test_spatial_half():
-    _check_table(ex.check_spatial_half, _spatial(), {
-        "GN(1, K)": (_spatial("gn1"), "GroupNorm(1, K)"),
-        "batch norm": (_spatial("bn"), "batch statistics"),
-        "unbiased variance": (_spatial("unbiased"), "unbiased"),
-        "no eps": (_spatial("no eps"), "ε is missing"),
-        "not divided": (_spatial("centred"), "not divided"),
-        "channel half": (_spatial("mean"), "channel half's formula"),
-        "gate only": (_spatial(gate_only=True), "multiply it by X_k2"),
-        "no sigmoid": (_spatial(sigmoid=False), "sigmoid is missing"),
+    _check_table(ex.check_spatial_half, _shared(), {
+        "SA's own (per channel)": (_shared("per channel"), "SA's own spatial half"),
+        "not standardised": (_shared("not standardised"), "not standardised"),
+        "centred only": (_shared("centred"), "centred but not divided"),
+        "batch statistics": (_shared("batch"), "batch statistics"),
+        "unbiased variance": (_shared("unbiased"), "unbiased"),
+        "no eps": (_shared("no eps"), "ε is missing"),
+        "max over channels": (_shared("max"), "maximum over the channels"),
+        "channel half": (_shared("channel half"), "channel half's formula"),
+        "gate only": (_shared("gate only"), "multiply it by x2"),
+        "no sigmoid": (_shared("no sigmoid"), "sigmoid is missing"),
         "something else": (lambda x2, w2, b2: x2, "differ"),
     })
 
 
-def test_spatial_half_is_the_modules():
-    """The exercise's right answer is the module's spatial half (without GN's affine)."""
-    m = ShuffleAttention(16, groups=2, norm_affine=False).double()
+def test_spatial_half_with_one_channel_is_the_modules():
+    """With K = 1 channel per half, the shared map is the channel itself: the variant is SA's own spatial half."""
+    m = ShuffleAttention(8, groups=4, norm_affine=False).double()
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(torch.randn_like(p))
-    x = torch.randn(3, 16, 4, 5, dtype=torch.float64)
+    assert m.half == 1
+    x = torch.randn(3, 8, 4, 5, dtype=torch.float64)
     seen = {}
     m.spatial_gate.register_forward_hook(lambda mod, inp, out: seen.update(gate=out))
     m(x)
-    x2 = rearrange(x, "b (g t k) h w -> (b g) t k h w", g=2, t=2)[:, 1]
-    gated = x2 * rearrange(seen["gate"], "b (g k) h w -> (b g) k h w", g=2)
-    torch.testing.assert_close(gated, _spatial()(x2, m.sweight.reshape(-1), m.sbias.reshape(-1)))
+    x2 = rearrange(x, "b (g t k) h w -> (b g) t k h w", g=4, t=2)[:, 1]
+    gated = x2 * rearrange(seen["gate"], "b (g k) h w -> (b g) k h w", g=4)
+    torch.testing.assert_close(gated, _shared()(x2, m.sweight.reshape(-1), m.sbias.reshape(-1)))

@@ -10,125 +10,148 @@ from typing import Any, Callable
 
 import torch
 
-from . import Feedback, check_number, failed, judge_tensor, passed, run_answer
+from . import Feedback, failed, is_unanswered, judge_tensor, not_attempted, passed, run_answer
 
-__all__ = ["check_resnet101_parameters", "check_channel_shuffle", "check_spatial_half"]
-
-# ResNet-101's bottlenecks: output widths and block counts per stage.
-_RESNET101 = [(256, 3), (512, 4), (1024, 23), (2048, 3)]
-_RESNET50 = [(256, 3), (512, 4), (1024, 6), (2048, 3)]
+__all__ = ["check_follow_channel", "check_shuffle_weight", "check_spatial_half"]
 
 
-def _total(stages, per_module) -> int:
-    return sum(n * per_module(c) for c, n in stages)
+def _source(C: int, groups: int = 2) -> torch.Tensor:
+    """The channel shuffle with ``groups`` groups: output channel o reads input channel _source(C)[o]."""
+    return torch.arange(C).reshape(groups, C // groups).T.flatten()
 
 
-# Exercise 1, the parameters that SA modules (official code: G = 64, GroupNorm with its affine)
-# add to ResNet-101, one module per bottleneck.
+def _half(channel: int, C: int, G: int) -> str:
+    """Which half of its group a channel is in, in the layout (g t k)."""
+    K = C // (2 * G)
+    return ["channel", "spatial"][channel // K % 2]
+
+
+# Exercise 1, ShuffleAttention(24, groups=3): output channel 9 depends on input channel 16, which the channel
+# half gated (group 2, t = 0, k = 0). Answer: (16, "channel").
 # Typical mistakes:
-#   - GroupNorm's affine γ, β forgotten (2C/G per module: the paper's four vectors only)
-#   - ResNet-50's block counts (3, 4, 6, 3) instead of ResNet-101's (3, 4, 23, 3)
-#   - one module per stage instead of one per bottleneck
-#   - every group with its own weights (G times too many): the groups share them
-#   - the vectors sized C/G (a whole group) instead of C/2G (a half)
-#   - C/2G per vector but only one vector per half (W only, no b): C/G per module
-def check_resnet101_parameters(answer: Any) -> Feedback:
-    """Exercise 1: parameters of all SA modules in an SA-ResNet-101 (G = 64, the official code's count)."""
-    G = 64
-    right = _total(_RESNET101, lambda c: 3 * c // G)
-    return check_number(
-        answer,
-        right,
-        what="Parameters of SA-ResNet-101's attention modules",
-        hints={
-            _total(_RESNET101, lambda c: 2 * c // G): "That counts W1, b1, W2, b2 only (2C/G per module). The official "
-            "code's nn.GroupNorm(C/2G, C/2G) has its own affine weight and bias, C/2G each: 3C/G per module.",
-            _total(_RESNET50, lambda c: 3 * c // G): "That is ResNet-50 (3, 4, 6, 3 bottlenecks); ResNet-101's third "
-            "stage has 23 bottlenecks, not 6.",
-            sum(3 * c // G for c, _ in _RESNET101): "That is one module per stage; SA-Net puts one in every bottleneck "
-            "(3 + 4 + 23 + 3 = 33 of them).",
-            G * right: "That gives every group its own weights; the G groups are folded into the batch axis and share "
-            "one set of C/2G-long vectors.",
-            _total(_RESNET101, lambda c: 6 * c // G): "Each vector has C/2G entries (one per channel of a half), not "
-            "C/G (a whole group): that doubles the count.",
-            _total(_RESNET101, lambda c: c // G): "Each half has a weight and a bias (W1, b1 and W2, b2), plus "
-            "GroupNorm's γ and β: six vectors of C/2G, not two.",
-        },
-    )
+#   - the shuffle left out (output 9 is input 9)
+#   - the inverse permutation (the transposed pattern): input 18
+#   - ShuffleNet's shuffle with G = 3 groups instead of SA-Net's 2: input 3
+#   - counting from 1: 17
+#   - the right channel, but the halves taken over the whole channel axis, (t g k): channel 16 >= C/2 read as
+#     "spatial"; SA-Net halves each group
+#   - not a (channel, half) pair; a half that is neither "channel" nor "spatial"
+def check_follow_channel(answer: Any) -> Feedback:
+    """Exercise 1: ``(input channel, half)`` for output channel 9 of ShuffleAttention(24, groups=3)."""
+    C, G, out = 24, 3, 9
+    what = f"Output channel {out} of ShuffleAttention({C}, groups={G})"
+    if is_unanswered(answer) or (isinstance(answer, (tuple, list)) and any(is_unanswered(a) for a in answer)):
+        return not_attempted(what)
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        return failed(f"{what}: expected a tuple (input channel, half), such as (5, \"spatial\"), got {answer!r}.")
+    channel, half = answer
+    try:
+        channel = int(channel)
+    except (TypeError, ValueError):
+        return failed(f"{what}: the input channel should be a number, got {channel!r}.")
+    right = int(_source(C)[out])
+    if channel != right:
+        hints = {
+            out: "that is the channel before the shuffle, in the same place; the shuffle (4) moves it: output "
+            "channel 2q + p reads input channel p·C/2 + q",
+            int(torch.argsort(_source(C))[out]): "that is the inverse permutation (where input channel 9 goes, "
+            "not where output channel 9 comes from): output channel 2q + p reads input channel p·C/2 + q",
+            int(_source(C, G)[out]): "that is a shuffle with G = 3 groups, as ShuffleNet's with its group count; "
+            "SA-Net shuffles with 2 groups, the two halves of the channel axis",
+            right + 1: "the chapter counts channels from 0, as PyTorch does",
+        }
+        hint = hints.get(channel, "write 9 = 2q + p (q = 4, p = 1) and use equation (4)")
+        return failed(f"{what}: input channel {channel} is not right: {hint}.")
+    if not isinstance(half, str) or half.lower().replace("half", "").strip() not in ("channel", "spatial"):
+        return failed(f"{what}: channel {channel} is right; name the half \"channel\" or \"spatial\", got {half!r}.")
+    half = half.lower().replace("half", "").strip()
+    if half != _half(right, C, G):
+        return failed(f"{what}: channel {channel} is right, but it is in the channel half. SA-Net halves each "
+                      f"group, not the whole channel axis: with G = {G} groups of {C // G} channels, channel "
+                      f"{channel} is (g, t, k) = ({channel // (C // G)}, {channel // (C // (2 * G)) % 2}, "
+                      f"{channel % (C // (2 * G))}), t = 0.")
+    return passed(f"{what}: input channel {channel}, gated by the {half} half.")
 
 
-def _shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    b, c, h, w = x.shape
-    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-
-
-# Exercise 2, channel_shuffle(x, groups): ShuffleNet's channel shuffle, (B, C, H, W) -> (B, C, H, W),
-# output channel j·groups + i is input channel i·C/groups + j.
+# Exercise 2, shuffle_weight(C): the (C, C, 1, 1) weight of a 1×1 convolution, no bias, that performs SA-Net's
+# channel shuffle: row o has a single 1, in column p·C/2 + q for o = 2q + p.
 # Typical mistakes:
-#   - the transposed pattern "b (c g) ... -> b (g c) ..." with g = groups: the inverse permutation
-#     (it equals a shuffle with C/groups groups)
-#   - no shuffle at all (the input returned)
-#   - groups ignored: always 2, as in SA-Net
-#   - the width axis shuffled instead of the channels
-#   - the channel order reversed
-#   - the two halves swapped (concatenation in the wrong order), not interleaved
-def check_channel_shuffle(fn: Callable[..., Any]) -> Feedback:
-    """Exercise 2: ``fn(x, groups)`` is the channel shuffle with ``groups`` groups."""
-    what = "Your channel_shuffle"
-    g = torch.Generator().manual_seed(15)
-    for groups, shape in [(2, (2, 12, 3, 6)), (3, (1, 12, 2, 6)), (4, (2, 24, 4, 4))]:
-        x = torch.randn(shape, generator=g, dtype=torch.float64)
-        got, fb = run_answer(fn, x.clone(), groups, what=what)
+#   - the transposed matrix: the inverse permutation (a shuffle with C/2 groups)
+#   - the identity (no shuffle)
+#   - a (C, C) matrix, without the two trailing 1×1 axes of a conv weight
+#   - the order of the channels reversed (an anti-diagonal)
+#   - the two halves swapped as blocks, not interleaved
+def check_shuffle_weight(fn: Callable[..., Any]) -> Feedback:
+    """Exercise 2: ``fn(C)`` is a (C, C, 1, 1) conv weight that shuffles the channels as SA-Net does."""
+    what = "Your shuffle_weight"
+    for C in (12, 10):
+        got, fb = run_answer(fn, C, what=what)
         if fb is not None:
             return fb
-        C, W = shape[1], shape[3]
+        expected = torch.zeros(C, C, dtype=torch.float64)
+        expected[torch.arange(C), _source(C)] = 1.0
+        if isinstance(got, torch.Tensor):
+            got = got.detach().to(torch.float64)
+            if tuple(got.shape) == (C, C) and torch.equal(got, expected):
+                return failed(f"{what}: the right matrix, but a conv weight has four axes, (out, in, kh, kw): "
+                              f"shape ({C}, {C}, 1, 1), e.g. rearrange(w, 'o i -> o i 1 1').")
+        expected = expected[:, :, None, None]
+        swap = torch.cat([torch.eye(C, dtype=torch.float64)[C // 2:], torch.eye(C, dtype=torch.float64)[:C // 2]])
         known = {
-            "that is the inverse permutation (the transposed pattern, 'b (c g) h w -> b (g c) h w'); the shuffle "
-            "splits the channels as (g c), g groups of consecutive channels, and reads them out as (c g)":
-                _shuffle(x, C // groups),
-            "the channels come back in their input order; the shuffle interleaves the groups": x,
-            "that interleaves two groups whatever `groups` is; use the argument (SA-Net calls it with 2, ShuffleNet "
-            "with its own group count)": _shuffle(x, 2) if groups != 2 else None,
-            "that permutes the width axis; the shuffle permutes the channel axis (axis 1)":
-                _shuffle(x.transpose(1, 3), groups).transpose(1, 3) if W % groups == 0 else None,
-            "that reverses the channel order; the shuffle takes one channel from each group in turn": x.flip(1),
-            "that swaps the groups as blocks; the shuffle interleaves them channel by channel":
-                torch.cat(list(x.chunk(groups, dim=1))[::-1], dim=1),
+            "that is the transposed matrix, the inverse permutation: row o (output channel o) must hold its 1 in the "
+            "column of the input channel it reads, p·C/2 + q for o = 2q + p": expected.transpose(0, 1),
+            "that is the identity: no shuffle": torch.eye(C, dtype=torch.float64)[:, :, None, None],
+            "that reverses the channel order; the shuffle interleaves the two halves": torch.eye(
+                C, dtype=torch.float64).flip(1)[:, :, None, None],
+            "that swaps the two halves as blocks; the shuffle interleaves them channel by channel":
+                swap[:, :, None, None],
         }
-        bad = judge_tensor(got, _shuffle(x, groups), known, what=what)
+        bad = judge_tensor(got, expected, known, what=what)
         if bad is not None:
             return bad
-    return passed(f"{what} interleaves the groups: output channel j·g + i is input channel i·C/g + j.")
+    return passed(f"{what} is a permutation matrix: a 1×1 convolution that shuffles, so the next layer can absorb "
+                  "the shuffle into its own weights.")
 
 
-def _gn(x: torch.Tensor, eps: float = 1e-5, unbiased: bool = False, dims=(2, 3)) -> torch.Tensor:
-    mu = x.mean(dim=dims, keepdim=True)
-    var = x.var(dim=dims, keepdim=True, unbiased=unbiased)
-    return (x - mu) / torch.sqrt(var + eps)
-
-
-def _spatial(x2, w2, b2, *, norm=None, gate_only=False, sigmoid=True) -> torch.Tensor:
-    z = _gn(x2) if norm is None else norm(x2)
+def _shared(x2: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, *, pool: str = "mean", dims=(2, 3), eps: float = 1e-5,
+            unbiased: bool = False, divide: bool = True, standardise: bool = True, gate_only: bool = False,
+            sigmoid: bool = True, per_channel: bool = False, global_mean: bool = False) -> torch.Tensor:
+    """The shared-map spatial half, right or with one mistake."""
+    if per_channel:
+        m = x2
+    else:
+        m = x2.mean(1, keepdim=True) if pool == "mean" else x2.amax(1, keepdim=True)
+    if global_mean:
+        z = x2.mean((2, 3), keepdim=True)
+    elif standardise:
+        mu = m.mean(dim=dims, keepdim=True)
+        z = m - mu
+        if divide:
+            z = z / torch.sqrt(m.var(dim=dims, keepdim=True, unbiased=unbiased) + eps)
+    else:
+        z = m
     a = w2[:, None, None] * z + b2[:, None, None]
     a = torch.sigmoid(a) if sigmoid else a
     return a if gate_only else a * x2
 
 
-# Exercise 3, spatial_half(x2, w2, b2): X'_k2 = σ(W2 · GN(X_k2) + b2) · X_k2, GN with one channel per
-# group (eps 1e-5, no affine of its own), x2 of shape (N, K, H, W), w2 and b2 of shape (K,).
+# Exercise 3, spatial_half_shared(x2, w2, b2): one map per group, m = the mean of the half's K channels at every
+# pixel, standardised over its own H × W (biased variance, eps 1e-5); channel k gated by σ(w2_k · m̂ + b2_k).
 # Typical mistakes:
-#   - GN over all K channels of the half together (GroupNorm(1, K)) instead of one channel per group
-#   - batch statistics (BatchNorm: mean and variance over N, H, W)
+#   - SA's own spatial half: each channel standardised on its own (no look across channels)
+#   - the mean map not standardised
+#   - centred but not divided by its standard deviation
+#   - batch statistics (mean and variance over N, H, W, as BatchNorm)
 #   - the unbiased variance (divides by HW - 1; GroupNorm divides by HW)
-#   - eps forgotten (only visible for channels of small variance)
-#   - centred but not divided by the standard deviation
-#   - the channel half's formula: the global mean in place of GN(X_k2)
-#   - the gate σ(·) returned, not the gated X_k2 / the sigmoid forgotten
+#   - eps forgotten (only visible for a map of small variance)
+#   - the maximum over the channels instead of the mean
+#   - the channel half's formula: the global mean of each channel in place of the map
+#   - the gate σ(·) returned, not the gated x2 / the sigmoid forgotten
 def check_spatial_half(fn: Callable[..., Any]) -> Feedback:
-    """Exercise 3: ``fn(x2, w2, b2)`` returns σ(w2 · GN(x2) + b2) · x2 with GN over each channel's H × W."""
-    what = "Your spatial_half"
+    """Exercise 3: ``fn(x2, w2, b2)`` returns σ(w2 · std(mean_k x2) + b2) · x2, the standardisation over H × W."""
+    what = "Your spatial_half_shared"
     g = torch.Generator().manual_seed(16)
-    for shape, scale in [((3, 4, 3, 4), 1.0), ((2, 3, 5, 2), 0.003)]:
+    for shape, scale in [((3, 4, 5, 6), 1.0), ((5, 3, 6, 2), 0.003)]:  # (N, K, H, W): no two sizes equal
         x2 = scale * torch.randn(shape, generator=g, dtype=torch.float64) + torch.randn(
             shape[:2] + (1, 1), generator=g, dtype=torch.float64)
         w2 = torch.randn(shape[1], generator=g, dtype=torch.float64)
@@ -137,23 +160,26 @@ def check_spatial_half(fn: Callable[..., Any]) -> Feedback:
         if fb is not None:
             return fb
         known = {
-            "GN normalises the half's K channels together (GroupNorm(1, K)); SA-Net's GN has one channel per group: "
-            "each channel is normalised over its own H × W values": _spatial(x2, w2, b2, norm=lambda t: _gn(t, dims=(1, 2, 3))),
-            "those are batch statistics (mean and variance over N, H and W, as BatchNorm); GN normalises each image's "
-            "channel over its own H × W": _spatial(x2, w2, b2, norm=lambda t: _gn(t, dims=(0, 2, 3))),
+            "that is SA's own spatial half: each channel standardised on its own. The variant standardises one "
+            "map per group, the mean over the half's K channels at every pixel": _shared(x2, w2, b2, per_channel=True),
+            "the mean map is not standardised: subtract its mean over H × W and divide by its standard deviation":
+                _shared(x2, w2, b2, standardise=False),
+            "the mean map is centred but not divided by its standard deviation": _shared(x2, w2, b2, divide=False),
+            "those are batch statistics (mean and variance over N, H and W, as BatchNorm); standardise each image's "
+            "map over its own H × W": _shared(x2, w2, b2, dims=(0, 2, 3)),
             "the variance is the unbiased one (divided by HW − 1); GroupNorm divides by HW (unbiased=False)":
-                _spatial(x2, w2, b2, norm=lambda t: _gn(t, unbiased=True)),
-            "ε is missing under the square root: GroupNorm divides by √(var + 1e-5), which matters for channels of "
-            "small variance" if scale < 1 else "": _spatial(x2, w2, b2, norm=lambda t: _gn(t, eps=0.0)) if scale < 1 else None,
-            "the channel is centred but not divided by its standard deviation; GN standardises it":
-                _spatial(x2, w2, b2, norm=lambda t: t - t.mean(dim=(2, 3), keepdim=True)),
-            "that is the channel half's formula, σ(W1 · GAP(X) + b1) · X; the spatial half puts GN(X_k2), one value per "
-            "pixel, in place of the global mean": _spatial(x2, w2, b2, norm=lambda t: t.mean(dim=(2, 3), keepdim=True)),
-            "that is the gate σ(W2 · GN(X_k2) + b2); multiply it by X_k2": _spatial(x2, w2, b2, gate_only=True),
-            "the sigmoid is missing: the gate is σ(W2 · GN(X_k2) + b2)": _spatial(x2, w2, b2, sigmoid=False),
+                _shared(x2, w2, b2, unbiased=True),
+            "ε is missing under the square root: divide by √(var + 1e-5), which matters for a map of small variance"
+            if scale < 1 else "": _shared(x2, w2, b2, eps=0.0) if scale < 1 else None,
+            "the map is the maximum over the channels; the variant averages them": _shared(x2, w2, b2, pool="max"),
+            "that is the channel half's formula, σ(W · GAP(X) + b) · X; the spatial half gates every pixel with the "
+            "standardised mean map": _shared(x2, w2, b2, global_mean=True),
+            "that is the gate σ(w2 · m̂ + b2); multiply it by x2": _shared(x2, w2, b2, gate_only=True),
+            "the sigmoid is missing: the gate is σ(w2 · m̂ + b2)": _shared(x2, w2, b2, sigmoid=False),
         }
         known = {m: t for m, t in known.items() if m}
-        bad = judge_tensor(got, _spatial(x2, w2, b2), known, what=what)
+        bad = judge_tensor(got, _shared(x2, w2, b2), known, what=what)
         if bad is not None:
             return bad
-    return passed(f"{what} gates each channel per pixel with σ(W2 · GN(X) + b2), GN over the channel's own H × W.")
+    return passed(f"{what} gates every channel of the half with one standardised map per group: a spatial gate "
+                  "that looks across the half's channels.")
