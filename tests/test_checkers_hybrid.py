@@ -25,7 +25,7 @@ from checker_tables import check_table as _check_table
 
 # --- CBAM -------------------------------------------------------------------------------------
 
-def test_unshared_parameters():
+def test_cbam_unshared_parameters():
     mlp = 2 * 256 * 16 + 16 + 256
     right = 2 * mlp + 99
     _check_table(ex_cbam.check_unshared_parameters, right, {
@@ -254,52 +254,75 @@ def test_spatial_grad():
 
 # --- scSE -------------------------------------------------------------------------------------
 
-def test_scse_parameters():
+def test_concat_parameters():
     c, h = 256, 128
-    right = 2 * c * h + h + c + c + 1
-    assert count_parameters(attncourse.create("scse", c)) == right
-    _check_table(ex_scse.check_scse_parameters, right, {
-        "cSE alone": (2 * c * h + h + c, "cSE alone"),
-        "sSE without bias": (2 * c * h + h + 2 * c, "has a bias too"),
-        "no biases at all": (2 * c * h + c, "No biases at all"),
-        "no MLP biases": (2 * c * h + c + 1, "not the biases of W1 and W2"),
-        "r = 16": (2 * c * 16 + 16 + 2 * c + 1, "not SE's 16"),
-        "no reduction": (2 * c * c + 3 * c + 1, "divides the hidden width"),
-        "extra conv": (right + c + 1, "one 1×1 conv, not two"),
+    base = 2 * c * h + h + c + c + 1
+    assert count_parameters(attncourse.create("scse", c)) == base                    # sum / max / product
+    proj = 2 * c * c + c
+    right = base + proj
+    assert right == base + count_parameters(torch.nn.Conv2d(2 * c, c, 1))
+    _check_table(ex_scse.check_concat_parameters, right, {
+        "no projection (scse_parameters(256))": (base, "scse_parameters(256)"),
+        "projection without bias": (base + 2 * c * c, "projection's bias is missing"),
+        "projection from C": (base + c * c + c, "not C: 2C·C weights"),
+        "projection to 2C": (base + 4 * c * c + 2 * c, "maps back to C channels, not 2C"),
+        "one weight per input channel": (base + 3 * c, "a weight for every pair"),
+        "sSE forgotten": (right - c - 1, "sSE branch is missing"),
+        "sSE without bias": (right - 1, "has a bias too"),
+        "r = 16": (2 * c * 16 + 16 + c + c + 1 + proj, "not SE's 16"),
+        "no reduction": (2 * c * c + 3 * c + 1 + proj, "divides the hidden width"),
+        "no biases at all": (2 * c * h + c + 2 * c * c, "No biases at all"),
+        "no MLP biases": (right - h - c, "biases of W1 and W2 are missing"),
     })
 
 
-def _sse(how):
-    def fn(u, w, b):
-        q = einsum(u, w, "b c h w, c -> b h w")
-        gate = lambda t: rearrange(t, "b h w -> b 1 h w")  # noqa: E731
-        return {
-            "right": lambda: u * gate(torch.sigmoid(q + b)),
-            "no bias": lambda: u * gate(torch.sigmoid(q)),
-            "bias after sigmoid": lambda: u * gate(torch.sigmoid(q) + b),
-            "channel mean": lambda: u * torch.sigmoid(reduce(u, "b c h w -> b 1 h w", "mean")),
-            "positions squeezed": lambda: u * torch.sigmoid(rearrange(einsum(reduce(u, "b c h w -> b c", "mean"), w, "b c, c -> b c") + b, "b c -> b c 1 1")),
-            "not summed": lambda: u * torch.sigmoid(u * rearrange(w, "c -> c 1 1") + b),
-            "gate broadcast": lambda: gate(torch.sigmoid(q + b)).expand_as(u),
-            "gate shape": lambda: gate(torch.sigmoid(q + b)),
-            "no sigmoid": lambda: u * gate(q + b),
-            "softmax": lambda: u * gate(torch.softmax((q + b).flatten(1), -1).view_as(q)),
-        }[how]()
+def _gsse(how):
+    """A grouped_sse with one mistake."""
+    def fn(u, w, b, groups):
+        uu = rearrange(u, "b (k g) h w -> b g k h w" if how == "interleaved" else "b (g k) h w -> b g k h w", g=groups)
+        ww = rearrange(w, "(k g) -> g k" if how == "interleaved" else "(g k) -> g k", g=groups)
+        bb = rearrange(b, "g -> 1 g 1 1")
+        if how == "all channels":
+            q = rearrange(einsum(u, w, "b c h w, c -> b h w"), "b h w -> b 1 h w") + bb
+        elif how == "mean":
+            q = reduce(uu, "b g k h w -> b g h w", "mean") + bb
+        else:
+            q = einsum(uu, ww, "b g k h w, g k -> b g h w") + (0 if how == "no bias" else bb)
+        gate = {"no sigmoid": lambda: q, "bias after": lambda: torch.sigmoid(q) + bb,
+                "softmax": lambda: torch.softmax(q.flatten(2), -1).view_as(q)}.get(how, lambda: torch.sigmoid(q))()
+        gate = rearrange(gate, "b g h w -> b g 1 h w")
+        if how == "per channel":
+            gate = torch.sigmoid(uu * rearrange(ww, "g k -> 1 g k 1 1") + rearrange(b, "g -> 1 g 1 1 1"))
+        if how == "gates":
+            return gate[:, :, 0]
+        if how == "unmerged":
+            return uu * gate
+        out = gate.expand_as(uu) if how == "broadcast" else uu * gate
+        return rearrange(out, "b g k h w -> b (k g) h w" if how == "interleaved" else "b g k h w -> b (g k) h w")
     return fn
 
 
-def test_sse_function():
-    _check_table(ex_scse.check_sse_function, _sse("right"), {
-        "no bias": (_sse("no bias"), "bias b_sq of the 1×1 convolution is missing"),
-        "bias after sigmoid": (_sse("bias after sigmoid"), "after the sigmoid"),
-        "channel mean": (_sse("channel mean"), "averaged over channels"),
-        "positions squeezed": (_sse("positions squeezed"), "cSE's squeeze"),
-        "channels not summed": (_sse("not summed"), "not summed"),
-        "gate broadcast": (_sse("gate broadcast"), "broadcast to u's shape"),
-        "gate's shape": (_sse("gate shape"), "the gate's shape"),
-        "no sigmoid": (_sse("no sigmoid"), "sigmoid σ is missing"),
-        "softmax": (_sse("softmax"), "softmax"),
+def test_grouped_sse():
+    _check_table(ex_scse.check_grouped_sse, _gsse("right"), {
+        "interleaved groups": (_gsse("interleaved"), "interleaved"),
+        "sum over all channels": (_gsse("all channels"), "sums over all C channels"),
+        "mean per group": (_gsse("mean"), "averaged the channels of each group"),
+        "not summed": (_gsse("per channel"), "not summed"),
+        "no bias": (_gsse("no bias"), "bias b_g is missing"),
+        "bias after sigmoid": (_gsse("bias after"), "after the sigmoid"),
+        "no sigmoid": (_gsse("no sigmoid"), "sigmoid σ is missing"),
+        "softmax": (_gsse("softmax"), "softmax"),
+        "gates returned": (_gsse("gates"), "one gate per group"),
+        "gates broadcast": (_gsse("broadcast"), "broadcast to u's shape"),
+        "group axis kept": (_gsse("unmerged"), "merge the group axis"),
     })
+    # with one group it is the chapter's SpatialSE
+    from attncourse.hybrid.scse import SpatialSE
+
+    m = SpatialSE(6).double()
+    u = torch.randn(3, 6, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(_gsse("right")(u, m.squeeze.weight[0, :, 0, 0], m.squeeze.bias, 1), m(u))
 
 
 def test_max_out_value():
@@ -307,6 +330,7 @@ def test_max_out_value():
         "larger gate": (-1.8, "takes the larger gate"),
         "a gate (0.9)": (0.9, "larger gate itself"),
         "a gate (0.2)": (0.2, "multiply it with u first"),
+        "gates multiplied": (0.18, "multiplies the two gates"),
         "sum": (-2.2, "MICCAI sum"),
         "product": (0.72, "multiplication aggregation"),
         "sequential": (-0.36, "one after the other"),
