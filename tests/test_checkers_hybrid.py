@@ -17,7 +17,6 @@ from attncourse.cost import count_parameters
 from attncourse.exercises import bam as ex_bam
 from attncourse.exercises import cbam as ex_cbam
 from attncourse.exercises import coord as ex_coord
-from attncourse.exercises import hybrid_summary as ex_sum
 from attncourse.exercises import scse as ex_scse
 
 from checker_tables import check_table as _check_table
@@ -392,27 +391,4 @@ def test_split_bn_values():
         "full map": (B * H * W, "full H × W map"),
         "SE's vector": (B, "SE's pooled vector"),
         "all channels": (B * W * 8, "each of the m hidden channels"),
-    })
-
-
-# --- Part II side by side ---------------------------------------------------------------------
-
-def test_cheapest():
-    counts = {n: count_parameters(attncourse.create(n, 128)) for n in ["cbam", "bam", "scse", "coord"]}
-    assert min(counts, key=counts.get) == "cbam" and counts["cbam"] == 2283
-    _check_table(ex_sum.check_cheapest, ("cbam", 2283), {
-        "not a pair": ("cbam", "expected a tuple"),
-        "not a string": ((3, 2283), "should be a string"),
-        "capitalised": (("CBAM", 2283), "registered name"),
-        "class name": (("CoordAttention", 3352), "'coord' for Coordinate Attention"),
-        "SE": (("se", 2184), "channel-only baseline"),
-        "coord": (("coord", 3352), "floor m = max(8, C // 32) = 8"),
-        "bam": (("bam", 4651), "dilated 3×3"),
-        "scse": (("scse", 16705), "r = 2"),
-        "unknown": (("eca", 3), "is not one of"),
-        "official count": (("cbam", 2284), "official form"),
-        "no conv bias": (("cbam", 2282), "has a bias"),
-        "no MLP biases": (("cbam", 2283 - 8 - 128), "C/16 + C"),
-        "channel gate only": (("cbam", 2283 - 99), "channel gate alone"),
-        "other count": (("cbam", 2000), "recount"),
     })

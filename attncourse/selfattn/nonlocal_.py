@@ -126,7 +126,7 @@ class NonLocalBlock(nn.Module):
             start nearly one-hot unless ``scale=True`` divides the variance by d. Measured on a
             fresh block at C = 64 on 16 × 16 unit-variance input (mean row entropy, uniform
             ln 256 = 5.55 nats): official 5.54, Xavier 0.84, He 0.50, Xavier with ``scale=True``
-            4.66. For logits of variance about 1 at the start, as in multi-head attention, use
+            4.66. For logits of a variance of order 1 at the start (16/9), as in multi-head attention, use
             ``init="xavier"`` with ``scale=True`` (the more so at 64 channels and more); that pair
             is not among the stored runs. The part's stored runs use the 32-channel block without
             the scale (``experiments.protocol("selfattn")``: ``{}``, ``{"scale": True}``,
