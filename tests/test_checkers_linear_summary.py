@@ -22,29 +22,26 @@ def _added(width: int) -> dict[str, int]:
     shape = {"widths": (16, width, 32), **p.network_kwargs}
     base = count_parameters(TinyNet(2, 2, **shape))
     out = {}
-    for v in ("MHSA", "Linear", "External", "FLatten"):
+    for v in ("MHSA", "External", "FLatten"):
         attn, kw = p.variants[v]
         out[v] = count_parameters(TinyNet(2, 2, attn=attn, attn_kwargs=kw, **shape)) - base
     return out
 
 
-def test_wider_right_answer_is_what_the_networks_add():
-    assert _added(48) == ex._params(48)
-    assert _added(32) == ex._params(32)
+def test_width_right_answer_is_what_the_networks_add():
+    added = {c: _added(c) for c in (56, 58)}
+    assert added[56]["External"] > added[56]["FLatten"] and added[58]["External"] < added[58]["FLatten"]
+    assert all(_added(c)["External"] >= _added(c)["FLatten"] for c in range(2, 58, 2))
 
 
-def test_wider():
-    right = _added(48)
-    check_table(ex.check_wider, right, {
-        "width 32": (_added(32), "protocol's width"),
-        "width 64": (ex._params(64), "C = 64"),
-        "dwc per channel": ({**right, "FLatten": right["FLatten"] + 26 * 24}, "shared by the two heads"),
-        "no memories": ({**right, "External": 2 * 48 * 48 + 3 * 48}, "memories"),
-        "no 3C": ({**right, "External": 2 * 48 * 48 + 2 * 64 * 48}, "3C"),
-        "linear extra": ({**right, "Linear": right["Linear"] + 48}, "no parameters"),
-        "other": ({k: 1 for k in right}, "not right"),
-        "not a dict": ([1, 2, 3, 4], "expected a dict"),
-        "not numbers": ({k: "x" for k in right}, "whole numbers"),
+def test_width():
+    check_table(ex.check_width, 58, {
+        "break-even": (57, "equal"),
+        "the last width above": (56, "still adds more"),
+        "MHSA (the chapter's 64)": (64, "passes MHSA"),
+        "DWC per channel": (52, "DWC with C channels"),
+        "one memory": (26, "one memory"),
+        "other": (100, "not right"),
     })
 
 
@@ -75,28 +72,36 @@ def test_side():
     })
 
 
-def test_entropy():
-    def naive(w):
-        return -(w * w.log()).sum(-1).mean()
+def test_column_entropy():
+    def right(a):
+        c = a / a.sum(1, keepdim=True)
+        return -torch.special.xlogy(c, c).sum(1).mean()
 
-    def right(w):
-        return -torch.special.xlogy(w, w).sum(-1).mean()
+    def naive(a):
+        c = a / a.sum(1, keepdim=True)
+        return -(c * c.log()).sum(1).mean()
 
-    check_table(ex.check_entropy, right, {
+    def row_entropy(weights):  # the chapter's function, as it is
+        return -torch.special.xlogy(weights, weights).sum(-1).mean()
+
+    check_table(ex.check_column_entropy, right, {
+        "rows (the chapter's row_entropy)": (row_entropy, "entropy of the rows"),
+        "not renormalised": (lambda a: -torch.special.xlogy(a, a).sum(1).mean(), "not renormalised"),
         "nan": (naive, "NaN"),
-        "bits": (lambda w: -(torch.special.xlogy(w, w) / math.log(2)).sum(-1).mean(), "bits"),
-        "sign": (lambda w: torch.special.xlogy(w, w).sum(-1).mean(), "the sign"),
-        "sum": (lambda w: -torch.special.xlogy(w, w).sum(), "sum over all rows"),
-        "columns": (lambda w: -torch.special.xlogy(w, w).sum(-2).mean(), "columns"),
-        "per row": (lambda w: -torch.special.xlogy(w, w).sum(-1), "one number"),
-        "other": (lambda w: torch.tensor(0.5), "instead of"),
-        "raises": (lambda w: 1 / 0, "ZeroDivisionError"),
+        "bits": (lambda a: right(a) / math.log(2), "bits"),
+        "sign": (lambda a: -right(a), "the sign"),
+        "sum": (lambda a: right(a) * a.shape[0] * a.shape[2], "sum over images and units"),
+        "per unit": (lambda a: (lambda c: -torch.special.xlogy(c, c).sum(1))(a / a.sum(1, keepdim=True)), "one number"),
+        "other": (lambda a: torch.tensor(0.5), "instead of"),
+        "raises": (lambda a: 1 / 0, "ZeroDivisionError"),
     })
+    # the chapter's row_entropy on the renormalised, transposed columns passes
+    assert ex.check_column_entropy(lambda a: row_entropy((a / a.sum(1, keepdim=True)).transpose(1, 2)))
 
 
 def test_a_stub_whose_body_is_dots_is_not_attempted():
     def stub(weights):
         ...
 
-    fb = ex.check_entropy(stub)
+    fb = ex.check_column_entropy(stub)
     assert not fb and not fb.attempted, fb.message
