@@ -340,45 +340,65 @@ def test_max_out_value():
 
 # --- Coordinate Attention ---------------------------------------------------------------------
 
-def test_coord_parameters():
+def test_coord_unshared_parameters():
     c, m = 128, 8
-    right = 3 * c * m + 3 * m + 2 * c
-    assert count_parameters(attncourse.create("coord", c)) == right
-    _check_table(ex_coord.check_coord_parameters, right, {
-        "no floor": (3 * c * 4 + 3 * 4 + 2 * c, "m = C/r = 4"),
-        "no BN": (right - 2 * m, "batch norm after F1 is missing"),
-        "BN buffers": (right + 2 * m, "buffers"),
-        "BN over C": (right - 2 * m + 2 * c, "not on the C input channels"),
-        "no biases": (right - m - 2 * c, "biases are missing"),
-        "one output conv": (2 * c * m + 3 * m + c, "two separate 1×1 convolutions"),
+    shared = 3 * c * m + 3 * m + 2 * c
+    assert count_parameters(attncourse.create("coord", c)) == shared
+    right = shared + c * m + m + 2 * m
+    ca = attncourse.create("coord", c)                     # one more F1 and one more BN than the module
+    assert right == count_parameters(ca) + count_parameters(ca.conv1) + count_parameters(ca.bn)
+    _check_table(ex_coord.check_unshared_parameters, right, {
+        "shared module (coord_parameters(128))": (shared, "coord_parameters(128)"),
+        "one shared BN": (right - 2 * m, "own batch norm too"),
+        "one shared F1": (right - c * m - m, "own F1 too"),
+        "no floor": (2 * (c * 4 + 4 + 8) + 2 * (4 * c + c), "m = C/r = 4"),
+        "r forgotten": (2 * (c * c + c + 2 * c) + 2 * (c * c + c), "as if r were 1"),
+        "no BN": (right - 4 * m, "batch norms are missing"),
+        "BN buffers": (right + 4 * m, "buffers"),
+        "BN over C": (right - 4 * m + 4 * c, "not on the C input"),
+        "no biases": (right - 2 * m - 2 * c, "biases are missing"),
+        "one output conv": (right - m * c - c, "two separate 1×1 convolutions"),
         "SE": (2 * c * m + m + c, "SE block"),
     })
 
 
-def _strips(how):
-    def fn(x):
-        z_h, z_w = reduce(x, "b c h w -> b c h", "mean"), reduce(x, "b c h w -> b c w", "mean")
-        return {
-            "right": lambda: torch.cat([z_h, z_w], dim=2),
-            "tuple": lambda: (z_h, z_w),
-            "trailing 1": lambda: torch.cat([z_h, z_w], dim=2)[..., None],
-            "wrong axis": lambda: torch.cat([x.mean(2), x.mean(3)], dim=2),
-            "sums": lambda: torch.cat([x.sum(3), x.sum(2)], dim=2),
-            "maxima": lambda: torch.cat([x.amax(3), x.amax(2)], dim=2),
-            "SE": lambda: reduce(x, "b c h w -> b c", "mean"),
-        }[how]()
+def _band(how):
+    """A band_strips with one mistake."""
+    def fn(x, s):
+        rows = "b c (s h) w -> b c h" if how == "interleaved" else "b c (h s) w -> b c h"
+        cols = "b c h (s w) -> b c w" if how == "interleaved" else "b c h (w s) -> b c w"
+        op = {"sums": "sum", "maxima": "max"}.get(how, "mean")
+        if how == "no s":
+            z_h, z_w = reduce(x, "b c h w -> b c h", "mean"), reduce(x, "b c h w -> b c w", "mean")
+        elif how == "s bands":
+            z_h = reduce(x, "b c (h k) w -> b c h", "mean", h=s)
+            z_w = reduce(x, "b c h (w k) -> b c w", "mean", w=s)
+        elif how == "subsampled":
+            z_h, z_w = reduce(x[:, :, ::s], "b c h w -> b c h", "mean"), reduce(x[:, :, :, ::s], "b c h w -> b c w", "mean")
+        else:
+            z_h, z_w = reduce(x, rows, op, s=s), reduce(x, cols, op, s=s)
+        out = torch.cat([z_w, z_h] if how == "swapped" else [z_h, z_w], dim=2)
+        return {"tuple": lambda: (z_h, z_w), "trailing 1": lambda: out[..., None],
+                "SE": lambda: reduce(x, "b c h w -> b c", "mean")}.get(how, lambda: out)()
     return fn
 
 
-def test_pool_strips():
-    _check_table(ex_coord.check_pool_strips, _strips("right"), {
-        "tuple": (_strips("tuple"), "pieces"),
-        "trailing 1": (_strips("trailing 1"), "drop the trailing 1"),
-        "wrong axis / swapped": (_strips("wrong axis"), "column means come first"),
-        "sums": (_strips("sums"), "these are sums"),
-        "maxima": (_strips("maxima"), "these are maxima"),
-        "SE's squeeze": (_strips("SE"), "SE's squeeze"),
+def test_band_strips():
+    _check_table(ex_coord.check_band_strips, _band("right"), {
+        "interleaved bands": (_band("interleaved"), "interleaved"),
+        "s ignored": (_band("no s"), "the module's strip"),
+        "s bands": (_band("s bands"), "you made s bands"),
+        "one row per band": (_band("subsampled"), "one row (column) per band"),
+        "columns first": (_band("swapped"), "column bands come first"),
+        "sums": (_band("sums"), "these are sums"),
+        "maxima": (_band("maxima"), "these are maxima"),
+        "tuple": (_band("tuple"), "pieces"),
+        "trailing 1": (_band("trailing 1"), "drop the trailing 1"),
+        "SE's squeeze": (_band("SE"), "SE's squeeze"),
     })
+    # with s = 1 it is the chapter's strip [z^h, z^w]
+    x = torch.randn(3, 5, 8, 12, dtype=torch.float64)
+    torch.testing.assert_close(_band("right")(x, 1), torch.cat([x.mean(3), x.mean(2)], dim=2))
 
 
 def test_split_bn_values():
@@ -388,6 +408,7 @@ def test_split_bn_values():
         "rows": (B * H, "f^h's part"),
         "one image": (W, "one image; in training"),
         "one image's rows": (H, "one image's rows"),
+        "one image, all channels": (W * 8, "in all m hidden channels"),
         "full map": (B * H * W, "full H × W map"),
         "SE's vector": (B, "SE's pooled vector"),
         "all channels": (B * W * 8, "each of the m hidden channels"),
