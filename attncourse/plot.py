@@ -15,7 +15,7 @@ from .layers import Gate
 
 __all__ = [
     "capture_gates", "capture_input", "recording", "plot_channel_weights", "plot_spatial_maps", "plot_histories",
-    "plot_comparison", "FONT", "add_colorbar", "mark_query", "outline_region",
+    "plot_comparison", "plot_results", "FONT", "add_colorbar", "mark_query", "outline_region",
 ]
 
 #: The smallest font size (points) of the book's figures: labels stay readable when a figure of
@@ -170,6 +170,15 @@ def plot_spatial_maps(images: torch.Tensor, maps: torch.Tensor, *, titles: Seque
     return fig
 
 
+def _colour(k: int, n: int):
+    """The k-th of n variants' colour: matplotlib's ten-colour cycle, or tab20 beyond ten variants
+    (so no two variants share a colour)."""
+    if n <= 10:
+        return f"C{k}"
+    plt = _plt()
+    return plt.get_cmap("tab20")(k % 20)
+
+
 def plot_histories(comparison, *, ax=None, title: str = "test accuracy per epoch"):
     """Test accuracy per epoch for every variant of a :class:`~attncourse.train.Comparison`,
     one thin line per seed and a thick line for the mean."""
@@ -177,8 +186,9 @@ def plot_histories(comparison, *, ax=None, title: str = "test accuracy per epoch
     import numpy as np
 
     ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    n = len(comparison.histories)
     for k, (name, hists) in enumerate(comparison.histories.items()):
-        color = f"C{k}"
+        color = _colour(k, n)
         accs = np.array([h.test_acc for h in hists])
         epochs = np.arange(1, accs.shape[1] + 1)
         for a in accs:
@@ -199,10 +209,34 @@ def plot_comparison(comparison, *, ax=None, title: str = "final test accuracy ov
     names = list(comparison.histories)
     for k, name in enumerate(names):
         accs = comparison.accuracies(name)
-        ax.bar(k, accs.mean(), color=f"C{k}", alpha=0.4)
-        ax.scatter([k] * len(accs), accs, color=f"C{k}", zorder=3)
+        ax.bar(k, accs.mean(), color=_colour(k, len(names)), alpha=0.4)
+        ax.scatter([k] * len(accs), accs, color=_colour(k, len(names)), zorder=3)
     ax.set_xticks(range(len(names)), names, rotation=20)
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     return ax
+
+
+def plot_results(comparison, *, histories_title: str, comparison_title: str = "final test accuracy (dots: seeds)",
+                 chance: float | None = 0.5):
+    """A comparison's two standard pictures at the book's width (7.5 inches): test accuracy per
+    epoch on top (:func:`plot_histories`, its legend beside it), final accuracy per seed below
+    (:func:`plot_comparison`), with a dotted line at ``chance``; fonts of at least :data:`FONT`.
+    Returns ``(fig, axes)``."""
+    plt = _plt()
+    n = len(comparison.histories)
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 6.2 + 0.12 * max(0, n - 6)), gridspec_kw={"height_ratios": [1, 1]})
+    plot_histories(comparison, ax=axes[0], title=histories_title)
+    plot_comparison(comparison, ax=axes[1], title=comparison_title)
+    axes[0].legend(fontsize=FONT - 1 if n > 8 else FONT, loc="upper left", bbox_to_anchor=(1.01, 1.02), frameon=False)
+    plt.setp(axes[1].get_xticklabels(), rotation=35 if n > 5 else 0, ha="right" if n > 5 else "center")
+    if chance is not None:
+        axes[1].axhline(chance, color="gray", ls=":", lw=1)
+    for ax in axes:
+        ax.title.set_fontsize(FONT + 1)
+        ax.tick_params(labelsize=FONT)
+        ax.xaxis.label.set_fontsize(FONT)
+        ax.yaxis.label.set_fontsize(FONT)
+    fig.tight_layout()
+    return fig, axes

@@ -285,3 +285,21 @@ def test_tinynet_docstring_where_parts_three_and_four_put_attention():
                      and any(not isinstance(s, (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Identity)) for s in m.children())]
         assert with_attn == [1], (name, with_attn)
     assert "the second\n            block, at the input's full resolution" in TinyNet.__doc__
+
+
+def test_plot_results_fits_the_book_width_and_gives_every_variant_its_colour():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from attncourse.plot import FONT, plot_results
+
+    names = [f"variant {k}" for k in range(12)]
+    histories = {n: [History([1.0, 0.5], [0.5, 0.6 + k / 100], 1.0)] for k, n in enumerate(names)}
+    fig, axes = plot_results(Comparison([0], histories, {n: 0 for n in names}), histories_title="t")
+    assert fig.get_figwidth() <= 7.5
+    colours = {tuple(line.get_color()) for line in axes[0].get_lines() if line.get_linewidth() == 2}
+    assert len(colours) == 12  # tab20 beyond ten variants: no colour used twice
+    assert min(t.get_fontsize() for t in axes[1].get_xticklabels()) >= FONT
+    plt.close(fig)
