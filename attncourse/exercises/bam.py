@@ -105,7 +105,7 @@ def check_border_inputs(answer: Any) -> Feedback:
             "reads only every d-th pixel of it.",
             289: "17 × 17 is the span of the receptive field far from the border, as if it were dense; count the "
             "rows 1 + 4a and the columns 6 + 4a that lie inside the map.",
-            81: "9 × 9 counts paths (one tap of f1, then one of f2); offsets add, 4u + 4v = 4(u + v), so different "
+            81: "9 × 9 counts paths (one tap of f1, then one of f2); offsets add, 4a₁ + 4a₂ = 4(a₁ + a₂), so different "
             "paths land on the same position, and at the border some land in the padding.",
             6: "That is one dilated 3×3 convolution (2 rows × 3 columns); there are two, f1 and f2, and their "
             "offsets add.",
