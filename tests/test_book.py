@@ -144,3 +144,30 @@ def test_make_keeps_a_shared_machine_usable():
     assert re.search(r"^export GOMP_SPINCOUNT \?= \d+$", (ROOT / "Makefile").read_text(), re.M)
     if "MAKELEVEL" in os.environ:  # run by `make test`: the kernels inherit this environment
         assert os.environ.get("GOMP_SPINCOUNT")
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: str(p.relative_to(ROOT / "chapters")))
+def test_every_chapter_has_a_notation_box_near_the_top(md):
+    """A Notation admonition (a table: symbol, meaning, shape) before the chapter's first section."""
+    text = md.read_text()
+    first_section = text.index("\n## ")
+    box = text.find("{admonition} Notation")
+    assert 0 <= box < first_section, f"{md.name}: no Notation box before the first '## ' section"
+    table = text[box:text.index("\n:::", box)]
+    assert re.search(r"^\|\s*Symbol\s*\|\s*Meaning\s*\|", table, re.M), f"{md.name}: the Notation box has no Symbol | Meaning table"
+    assert table.count("\n|") >= 4, f"{md.name}: the Notation box lists fewer than three symbols"
+
+
+_IMSHOW = re.compile(r"\.(?:imshow|matshow|pcolormesh)\((?P<args>[^\n]*)")
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=lambda p: str(p.relative_to(ROOT / "chapters")))
+def test_every_map_has_a_colour_bar(md):
+    """A cell that draws a map (an imshow that is not a grey input image) also draws a colour bar:
+    without one a reader cannot tell a weight of 0.9 from 0.1."""
+    for cell in jupytext.read(md).cells:
+        if cell.cell_type != "code":
+            continue
+        maps = [m.group("args") for m in _IMSHOW.finditer(cell.source) if 'cmap="gray"' not in m.group("args")]
+        if maps:
+            assert "colorbar(" in cell.source, f"{md.name}: a cell draws {len(maps)} map(s) without a colour bar: {cell.source[:120]!r}"
