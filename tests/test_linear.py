@@ -1,36 +1,57 @@
 """Linear attention (Katharopoulos et al., ICML 2020) on a feature map: LinearAttention2d against a
 naive N x N derivation of eqs. (3)-(7), the causal forms against each other, and the numerical care
-(ε, float32 accumulation for float16/bfloat16 inputs at N = 65,536)."""
+(ε, float32 accumulation for float16/bfloat16 inputs at N = 65,536); the course's sine position
+option (not the paper's) against the same derivation with DETR's code added to the queries' and
+keys' tokens, and its deployment (torch.export, torch.compile fullgraph, ONNX)."""
 
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.export import Dim
 
 import attncourse
 from attncourse.cost import count_parameters
 from attncourse.linear.kernel import elu_feature_map, kernel_attention, kernel_weights
 from attncourse.linear.linear import LinearAttention2d
+from attncourse.selfattn.mhsa import MultiHeadSelfAttention2d
 
 PHI = {"elu": lambda t: F.elu(t) + 1, "relu": F.relu}
 
 # ---------------------------------------------------------------- the naive derivation
 
 
-def naive_linear(x, w, b, wo, bo, heads, feature_map="elu", eps=1e-6, normalise=True):
+def naive_sine(h, w, c, temperature=10000.0):
+    """DETR's PositionEmbeddingSine (normalize=False), one position and one channel at a time: (H*W, C)."""
+    half = c // 2
+    p = torch.empty(h * w, c, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            for j in range(half):
+                omega = temperature ** (-2 * (j // 2) / half)
+                trig = math.sin if j % 2 == 0 else math.cos
+                p[y * w + x, j] = trig((y + 1) * omega)  # rows: the first C/2 channels
+                p[y * w + x, half + j] = trig((x + 1) * omega)  # columns: the last C/2
+    return p
+
+
+def naive_linear(x, w, b, wo, bo, heads, feature_map="elu", eps=1e-6, normalise=True, pos=None):
     """x + Concat_i(V'_i) W^O with V'_n = Σ_m φ(q_n)·φ(k_m) v_m / (Σ_m φ(q_n)·φ(k_m) + ε): one image,
-    one head, one query at a time, the N x N similarities written out (eqs. (3)-(4))."""
+    one head, one query at a time, the N x N similarities written out (eqs. (3)-(4)). ``pos``: a
+    position code (N, C) added to the tokens that make the queries and keys, not the values."""
     B, C, H, W = x.shape
     d, phi = C // heads, PHI[feature_map]
     out = x.clone()
     for bi in range(B):
         t = x[bi].reshape(C, H * W).T  # tokens (N, C), positions in (h w) order
-        qkv = t @ w.T + b
+        tqk = t if pos is None else t + pos  # DETR: the code goes into queries and keys, not values
+        qk = tqk @ w[: 2 * C].T + b[: 2 * C]
+        v_all = t @ w[2 * C :].T + b[2 * C :]
         heads_out = []
         for i in range(heads):
             sl = slice(i * d, (i + 1) * d)
-            q, k, v = phi(qkv[:, sl]), phi(qkv[:, C:][:, sl]), qkv[:, 2 * C :][:, sl]
+            q, k, v = phi(qk[:, sl]), phi(qk[:, C:][:, sl]), v_all[:, sl]
             rows = []
             for n in range(H * W):
                 sim = torch.stack([q[n] @ k[m] for m in range(H * W)])  # sim(Q_n, K_m) = φ(Q_n)ᵀφ(K_m)
@@ -86,6 +107,40 @@ def test_equals_the_naive_derivation(heads, feature_map, bias):
     torch.testing.assert_close(m(x), naive_linear(x, *_weights(m), heads, feature_map))
 
 
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("feature_map", ["elu", "relu"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_with_sine_equals_the_naive_derivation_with_the_code_on_queries_and_keys(heads, feature_map, bias):
+    m = _random(LinearAttention2d(8, heads=heads, bias=bias, feature_map=feature_map, position="sine").double())
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    pos = naive_sine(3, 5, 8)
+    torch.testing.assert_close(m(x), naive_linear(x, *_weights(m), heads, feature_map, pos=pos))
+    # and not the derivation without the code, nor with the code on the values too
+    assert not torch.allclose(m(x), naive_linear(x, *_weights(m), heads, feature_map))
+    with_values = naive_linear(x, *_weights(m), heads, feature_map, pos=pos)
+    assert not torch.allclose(with_values, _naive_code_everywhere(x, m, heads, feature_map, pos))
+
+
+def _naive_code_everywhere(x, m, heads, feature_map, pos):
+    """The wrong placement: the code added to the input itself, so it reaches the values too."""
+    B, C, H, W = x.shape
+    xp = x + pos.T.reshape(1, C, H, W)
+    return naive_linear(xp, *_weights(m), heads, feature_map) - pos.T.reshape(1, C, H, W)
+
+
+def test_default_position_is_none_and_unchanged():
+    torch.manual_seed(0)
+    a = LinearAttention2d(16, heads=2)
+    torch.manual_seed(0)
+    b = LinearAttention2d(16, heads=2, position=None)
+    assert a.position is None and "position=None" in repr(a)
+    _random(a.double()), _random(b.double())
+    x = torch.randn(2, 16, 4, 3, dtype=torch.float64)
+    assert torch.equal(a(x), b(x)) and torch.equal(a.attention(x), b.attention(x))
+    torch.testing.assert_close(a(x), naive_linear(x, *_weights(a), 2))
+    assert "position='sine'" in repr(LinearAttention2d(16, position="sine"))
+
+
 def test_the_naive_derivation_can_fail():
     m = _random(LinearAttention2d(8, heads=2).double())
     x = torch.randn(1, 8, 3, 4, dtype=torch.float64)
@@ -96,8 +151,9 @@ def test_the_naive_derivation_can_fail():
     assert not torch.allclose(m(x), naive_linear(x, *_weights(m), 1))
 
 
-def test_attention_is_what_forward_applies():
-    m = _random(LinearAttention2d(16, heads=4).double())
+@pytest.mark.parametrize("position", [None, "sine"])
+def test_attention_is_what_forward_applies(position):
+    m = _random(LinearAttention2d(16, heads=4, position=position).double())
     x = torch.randn(2, 16, 4, 7, dtype=torch.float64)
     a = m.attention(x)
     assert a.shape == (2, 4, 28, 28) and (a >= 0).all()
@@ -107,8 +163,9 @@ def test_attention_is_what_forward_applies():
     torch.testing.assert_close(m(x), x + m.proj(o).transpose(1, 2).reshape_as(x))
 
 
-def test_identity_at_init_and_gradient_reaches_w_o():
-    m = attncourse.create("linear", 32)
+@pytest.mark.parametrize("position", [None, "sine"])
+def test_identity_at_init_and_gradient_reaches_w_o(position):
+    m = attncourse.create("linear", 32, position=position)
     assert isinstance(m, LinearAttention2d)
     x = torch.randn(2, 32, 5, 7, requires_grad=True)
     y = m(x)
@@ -118,8 +175,9 @@ def test_identity_at_init_and_gradient_reaches_w_o():
 
 
 @pytest.mark.parametrize("feature_map", ["elu", "relu"])
-def test_gradcheck(feature_map):
-    m = _random(LinearAttention2d(4, heads=2, feature_map=feature_map).double(), seed=3)
+@pytest.mark.parametrize("position", [None, "sine"])
+def test_gradcheck(feature_map, position):
+    m = _random(LinearAttention2d(4, heads=2, feature_map=feature_map, position=position).double(), seed=3)
     x = torch.randn(1, 4, 2, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(m, (x,), eps=1e-6, atol=1e-5)
 
@@ -129,8 +187,92 @@ def test_parameter_formula(c):
     for h in (1, 2, 8):
         assert count_parameters(LinearAttention2d(c, heads=h)) == 4 * c * c + 4 * c
         assert count_parameters(LinearAttention2d(c, heads=h, bias=False)) == 4 * c * c
+        assert count_parameters(LinearAttention2d(c, heads=h, position="sine")) == 4 * c * c + 4 * c
     # the same count as Part III's MHSA: linear attention adds no parameter
     assert count_parameters(LinearAttention2d(c)) == count_parameters(attncourse.create("mhsa", c))
+
+
+# ---------------------------------------------------------------- positions (the course's option)
+
+
+def _shuffle(perm):
+    return lambda t: t.flatten(2)[:, :, perm].reshape_as(t)
+
+
+def test_without_positions_permuting_the_positions_permutes_the_output():
+    m = _random(LinearAttention2d(16, heads=4).double())
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    shuffle = _shuffle(torch.randperm(30, generator=torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(m(shuffle(x)), shuffle(m(x)))
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(m.attention(shuffle(x)), m.attention(x)[:, :, perm][:, :, :, perm])
+
+
+def test_with_sine_permuting_no_longer_permutes_the_output():
+    m = _random(LinearAttention2d(16, heads=4, position="sine").double())
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    shuffle = _shuffle(torch.randperm(30, generator=torch.Generator().manual_seed(1)))
+    gap = (m(shuffle(x)) - shuffle(m(x))).abs().max().item()
+    assert gap > 0.1 * m(x).abs().max().item()  # not rounding: a change of the order of the output
+
+
+def test_sine_adds_to_q_and_k_as_mhsa_does():
+    """The same P W^Q, P W^K as MHSA's position="sine": with the same qkv, the pre-feature queries
+    and keys of the two modules agree."""
+    lin = _random(LinearAttention2d(16, heads=4, position="sine", feature_map="relu").double())
+    mh = MultiHeadSelfAttention2d(16, heads=4, position="sine").double()
+    mh.load_state_dict(lin.state_dict(), strict=False)
+    x = torch.randn(2, 16, 3, 5, dtype=torch.float64)
+    q, k, v = mh._qkv(x)  # (B, h, N, d)
+    lq, lk, lv = lin._features(x)  # (B, N, h, d), after ReLU
+    torch.testing.assert_close(lq, F.relu(q).transpose(1, 2))
+    torch.testing.assert_close(lk, F.relu(k).transpose(1, 2))
+    torch.testing.assert_close(lv, v.transpose(1, 2))
+
+
+def test_export_with_sine_keeps_b_h_and_w_dynamic():
+    m = _random(LinearAttention2d(16, heads=2, position="sine")).eval()
+    x = torch.randn(2, 16, 6, 5)
+    dims = {0: Dim("B", min=1, max=64), 2: Dim("H", min=1, max=256), 3: Dim("W", min=1, max=256)}
+    ep = torch.export.export(m, (x,), dynamic_shapes=(dims,))
+    for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
+        y = torch.randn(shape)
+        torch.testing.assert_close(ep.module()(y), m(y))
+
+
+def test_compile_fullgraph_with_sine_one_graph_for_two_shapes():
+    m = _random(LinearAttention2d(16, heads=2, position="sine")).eval()
+    graphs = []
+
+    def eager_counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(m, fullgraph=True, backend=eager_counting, dynamic=True)
+    for shape in [(2, 16, 6, 5), (3, 16, 9, 4)]:
+        y = torch.randn(shape)
+        torch.testing.assert_close(compiled(y), m(y))
+    assert len(graphs) == 1
+
+
+def test_onnx_with_sine_keeps_b_h_and_w_dynamic(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import warnings
+
+    m = _random(LinearAttention2d(16, heads=2, position="sine")).eval()
+    x = torch.randn(2, 16, 6, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(m, (x,), dynamo=True, verbose=False,
+                                 dynamic_shapes=({0: Dim("B"), 2: Dim("H"), 3: Dim("W")},))
+    prog.save(str(tmp_path / "linear_sine.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "linear_sine.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
+        y = torch.randn(shape)
+        out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- causal forms
@@ -200,6 +342,25 @@ def test_half_inputs_at_65536_positions(dtype, heads):
     assert (branch - ref).abs().mean() < (1e-3 if dtype == torch.float16 else 5e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_with_sine(dtype):
+    """P and P W run in float32 with φ: finite, and close to float32, on a map with rows past 256
+    (where bfloat16 positions would round to one another)."""
+    torch.manual_seed(0)
+    m = LinearAttention2d(8, heads=2, position="sine")
+    with torch.no_grad():
+        m.proj.weight.copy_(torch.eye(8))  # the attention output itself comes out
+        m.proj.bias.zero_()
+    x = torch.randn(1, 8, 320, 12)
+    with torch.no_grad():
+        ref = m(x) - x
+        y = m.to(dtype)(x.to(dtype))
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    branch = y.float() - x.to(dtype).float()
+    # measured: float16 max 0.0016, bfloat16 max 0.013 (the branch reaches ~0.23)
+    assert (branch - ref).abs().max() < (0.01 if dtype == torch.float16 else 0.05)
+
+
 def test_float16_sum_of_features_overflows_without_float32():
     _, x = _big(torch.float16, 1)
     k = elu_feature_map(x[0].flatten(1).T.to(torch.float16))  # (65,536, 8), φ(x) ~ 1 on average
@@ -228,12 +389,20 @@ def test_half_elu_plus_one_rounds_to_zero():
         ({"eps": 0.0}, "eps"),
         ({"eps": -1e-6}, "eps"),
         ({"bias": "yes"}, "bias"),
+        ({"position": "learned"}, "position"),
+        ({"position": "Sine"}, "position"),
     ],
 )
 def test_bad_hyperparameters(kwargs, fragment):
     with pytest.raises(ValueError, match="LinearAttention2d") as err:
         LinearAttention2d(16, **kwargs)
     assert fragment in str(err.value)
+
+
+def test_sine_needs_channels_divisible_by_four():
+    with pytest.raises(ValueError, match="LinearAttention2d.*divisible by 4"):
+        LinearAttention2d(6, heads=2, position="sine")
+    LinearAttention2d(6, heads=2)  # without the code, 6 channels are fine
 
 
 def test_bad_input():

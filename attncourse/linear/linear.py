@@ -11,6 +11,7 @@ from torch import nn
 from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
 from .._registry import register
 from ..layers import Gate
+from ..selfattn.mhsa import POSITIONS, sine_position_2d
 from .kernel import EPS, RowNormalise, _accumulator, elu_feature_map, kernel_attention_heads
 
 __all__ = ["LinearAttention2d", "FEATURE_MAPS"]
@@ -59,15 +60,30 @@ class LinearAttention2d(nn.Module):
         eps: ε added to the normaliser φ(Q_i)ᵀ Σ_j φ(K_j) (fast-transformers' 1e-6). With elu + 1
             the normaliser is > 0 in exact arithmetic; ε is there for ReLU features that are all
             zero (0/0) and for elu + 1 features that round to 0 in low precision.
+        position: ``None`` (default): no position code, as in the paper, whose equations above
+            see the tokens as a set: permuting the positions permutes the output (tested).
+            ``"sine"``: **the course's own option, not the paper's** (Katharopoulos et al. give no
+            position code for images): DETR's 2-D sine code :func:`~attncourse.selfattn.mhsa.sine_position_2d`
+            (Carion et al., ECCV 2020, arXiv:2005.12872), exactly as
+            :class:`~attncourse.selfattn.MultiHeadSelfAttention2d`'s ``position="sine"``: the code P
+            is added to the tokens that make the queries and keys, not the values, so
+            Q = (T + P) W^Q, K = (T + P) W^K, V = T W^V (computed as T W + P W, with P W once per
+            call, not per image). It needs ``channels`` divisible by 4, works at any H, W (the export
+            keeps them dynamic) and learns nothing. Why it exists: Part III's "What attention without
+            positions cannot see" (``chapters/selfattn/mhsa.md``): attention without positions is
+            permutation equivariant and cannot tell where a token sits; the option lets a reader turn
+            positions on where the arrangement matters, as for MHSA.
 
     Numerical care: φ, the sums and the state run in float32 when the input is float16 or
     bfloat16 (``Σ_j φ(K_j)`` over 65,536 positions overflows float16's 65,504; elu(x) + 1
     rounds to exactly 0 for x ≲ -6.2 in bfloat16, x ≲ -8.3 in float16), and the result is cast back.
+    With ``position="sine"``, P and P W are computed in that precision too and added after the
+    cast (in bfloat16 the rows and columns past 256 would otherwise round to one another).
 
     Identity at initialisation: W^O (``proj``, weight and bias) starts at zero, as in Part III's
     :class:`~attncourse.selfattn.MultiHeadSelfAttention2d`, so the module returns x; ``qkv`` starts
     Xavier-uniform with zero bias. The same parameters as that MHSA: ``4C² + 4C`` (``4C²`` without
-    bias); linear attention adds none.
+    bias); linear attention adds none, nor does ``position="sine"``.
 
     Shapes: input ``(B, C, H, W)`` → output ``(B, C, H, W)``, any H, W ≥ 1.
     ``attention(x)`` returns the implicit weights ``φ(Q_i)ᵀφ(K_j) / (φ(Q_i)ᵀ Σ_j φ(K_j) + ε)``,
@@ -77,7 +93,14 @@ class LinearAttention2d(nn.Module):
     """
 
     def __init__(
-        self, channels: int, *, heads: int = 8, bias: bool = True, feature_map: str = "elu", eps: float = EPS
+        self,
+        channels: int,
+        *,
+        heads: int = 8,
+        bias: bool = True,
+        feature_map: str = "elu",
+        eps: float = EPS,
+        position: str | None = None,
     ) -> None:
         super().__init__()
         self.channels = check_channels(self, channels)
@@ -87,9 +110,16 @@ class LinearAttention2d(nn.Module):
         check_choice(self, "feature_map", feature_map, tuple(FEATURE_MAPS))
         if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0):
             raise ValueError(f"{type(self).__name__} expected eps to be a number > 0, got {eps!r}")
+        check_choice(self, "position", position, POSITIONS)
+        if position == "sine" and self.channels % 4:
+            raise ValueError(
+                f"{type(self).__name__} with position='sine' expected channels divisible by 4 (a sin and a "
+                f"cos per frequency, for rows and for columns), got channels={self.channels}"
+            )
         self.bias = bool(bias)
         self.feature_map = feature_map
         self.eps = float(eps)
+        self.position = position
         self.head_dim = self.channels // self.heads
         self.qkv = nn.Linear(channels, 3 * channels, bias=self.bias)  # [W^Q; W^K; W^V], heads side by side
         self.proj = nn.Linear(channels, channels, bias=self.bias)  # W^O
@@ -103,11 +133,18 @@ class LinearAttention2d(nn.Module):
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """φ(Q), φ(K) (in float32 for half inputs) and V of every head, each ``(B, N, h, d)``:
         positions before heads, as the projection lays them out (views, no copies)."""
+        _, c, h, w = x.shape
         t = rearrange(x, "b c h w -> b (h w) c")  # the tokens T: one per position
         q, k, v = rearrange(self.qkv(t), "b n (three h d) -> three b n h d", three=3, h=self.heads).unbind(0)
-        phi = FEATURE_MAPS[self.feature_map]
         acc = _accumulator(x.dtype)
-        return phi(q.to(acc)), phi(k.to(acc)), v  # (7): φ(Q), φ(K)
+        q, k = q.to(acc), k.to(acc)
+        if self.position == "sine":  # (T + P) W^Q, (T + P) W^K, by linearity T W + P W: P once, not per image
+            p = sine_position_2d(h, w, c, dtype=acc, device=x.device)  # P: (N, C)
+            pw = F.linear(p, self.qkv.weight[: 2 * c].to(acc))  # [P W^Q, P W^K]: no bias, T W has it
+            pq, pk = rearrange(pw, "n (two h d) -> two 1 n h d", two=2, h=self.heads)
+            q, k = q + pq, k + pk
+        phi = FEATURE_MAPS[self.feature_map]
+        return phi(q), phi(k), v  # (7): φ(Q), φ(K)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The implicit weights of every head, ``(B, h, H*W, H*W)``, rows summing to 1 (up to ε)."""
@@ -126,5 +163,5 @@ class LinearAttention2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, heads={self.heads}, head_dim={self.head_dim}, bias={self.bias}, "
-            f"feature_map={self.feature_map!r}, eps={self.eps}"
+            f"feature_map={self.feature_map!r}, eps={self.eps}, position={self.position!r}"
         )

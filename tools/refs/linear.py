@@ -118,7 +118,8 @@ class LinearAttentionRef(nn.Module):
     """Linear attention as fast-transformers writes it (idiap/fast-transformers,
     fast_transformers/attention/linear_attention.py): elu + 1 features, einsum for KV = Σ φ(K)Vᵀ,
     Z = 1 / (φ(Q)·Σ φ(K) + eps), and one einsum for φ(Q) KV Z; layout (batch, positions, heads, d).
-    Around it: one qkv Linear on the flattened positions, the proj Linear, the residual."""
+    Around it: one qkv Linear on the flattened positions, the proj Linear, the residual; without a
+    position code (the module's default; fast-transformers has none)."""
 
     def __init__(self, channels: int, heads: int, bias: bool, eps: float) -> None:
         super().__init__()
@@ -140,5 +141,5 @@ class LinearAttentionRef(nn.Module):
 
 @_reference("linear")
 def _linear(m):
-    _require(m, feature_map="elu")
+    _require(m, feature_map="elu", position=None)
     return _copy(LinearAttentionRef(m.channels, m.heads, m.bias, m.eps), m)
