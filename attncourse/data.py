@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from einops import reduce
 
-__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "same_shapes", "SHAPES", "digits"]
+__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "same_shapes", "side_by_side", "SHAPES", "digits"]
 
 
 @dataclass(frozen=True)
@@ -248,6 +248,83 @@ def same_shapes(
         f"same_shapes: are two far-apart 3x3 shapes the same?, {size}x{size}, seed {seed}",
     )
     return (split, corners) if return_positions else split
+
+
+def side_by_side(
+    n_train: int = 1500,
+    n_test: int = 1000,
+    *,
+    size: int = 24,
+    distance: int = 12,
+    jitter: int = 2,
+    noise: float = 0.3,
+    shape: str = "plus",
+    seed: int = 0,
+    return_positions: bool = False,
+) -> Split | tuple[Split, torch.Tensor]:
+    """A task about *where*: are the two shapes side by side, or one above the other?
+
+    Each image (one channel, ``size`` × ``size``) holds two copies of the same 3 × 3 shape of
+    :data:`SHAPES`, plus Gaussian noise (``noise``). The second copy's top-left corner is
+    ``distance`` pixels from the first's along one axis (either way) and at most ``jitter``
+    pixels off along the other. The label is 1 when the copies are ``distance`` apart along the
+    columns (side by side), 0 when along the rows (one above the other).
+
+    The image is a torus: the first corner is uniform over all ``size²`` pixels, and a shape that
+    crosses the right (bottom) edge continues at the left (top). So every pixel is alike, the
+    distribution of the images does not change under a circular shift, and where one shape sits
+    says nothing about the label: only where the two sit *relative to each other* does. With
+    ``size = 2 * distance`` (the default, 24 and 12) the copies are ``distance`` apart both ways
+    round the torus, so "12 to the right" and "12 to the left" are the same pair.
+
+    Why each kind of module should fail or succeed (what ``experiments.protocol("where")``
+    measures):
+
+    - *Convolutions*: the nearest pixels of the two copies are ``distance - 3`` apart, so a window
+      that holds a pixel of each spans ``distance - 1`` pixels or more: 11 at the default, more
+      than the 10 × 10 receptive field of Part III's network (``TinyNet`` with widths (16, 32,
+      32), a 2 × 2 pool after the second block), whose convolutions should use
+      ``padding_mode="circular"`` (zero padding would tell them where the border is).
+    - *Global statistics* (SE's means, CBAM's maxima, GC's weighted mean): both labels put the
+      same two local patterns into the image; moving the second copy from "right of" to "below"
+      the first (noise and all) permutes the positions and keeps every statistic over positions,
+      and flips the label.
+    - *Attention without positions*: permutation-equivariant, so the same permutation permutes its
+      output and the pooled answer stays; with a position code in the query-key product it can
+      prefer keys in the same row.
+
+    With ``return_positions`` also returns the ``(N, 2, 2)`` top-left corners (row, column) of
+    the two copies (train then test; the second corner taken modulo ``size``).
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"side_by_side expected shape in {sorted(SHAPES)}, got {shape!r}")
+    if distance < 3 or 2 * distance > size:
+        raise ValueError(f"side_by_side expected 3 <= distance <= size / 2 (the copies do not overlap, and are "
+                         f"distance apart the nearer way round the torus), got size={size}, distance={distance}")
+    if not 0 <= jitter < distance - 2:
+        raise ValueError(f"side_by_side expected 0 <= jitter < distance - 2 (the two orientations stay apart), "
+                         f"got jitter={jitter}, distance={distance}")
+    gen = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    x = torch.randn(n, 1, size, size, generator=gen) * noise
+    y = torch.randint(0, 2, (n,), generator=gen)
+    first = torch.randint(0, size, (n, 2), generator=gen)
+    sign = torch.randint(0, 2, (n,), generator=gen) * 2 - 1
+    off = torch.randint(-jitter, jitter + 1, (n,), generator=gen)
+    along = sign * distance
+    step = torch.where(y[:, None] == 1, torch.stack([off, along], 1), torch.stack([along, off], 1))  # (row, col)
+    second = (first + step) % size
+    stamp = torch.zeros(size, size)
+    stamp[:3, :3] = SHAPES[shape]
+    for i in range(n):
+        for corner in (first[i], second[i]):
+            x[i, 0] += torch.roll(stamp, shifts=(int(corner[0]), int(corner[1])), dims=(0, 1))
+    split = Split(
+        x[:n_train], y[:n_train], x[n_train:], y[n_train:], 2,
+        f"side_by_side: are two copies of the {shape}, {distance} apart, side by side or one above the other?, "
+        f"{size}x{size} torus, seed {seed}",
+    )
+    return (split, torch.stack([first, second], 1)) if return_positions else split
 
 
 def digits(*, test_fraction: float = 0.3, seed: int = 0) -> Split:
