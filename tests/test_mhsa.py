@@ -1,5 +1,6 @@
 """Multi-head self-attention on a feature map against eq. (1) of Vaswani et al. (NeurIPS 2017),
-``torch.nn.MultiheadAttention``, and DETR's 2-D sine position code (Carion et al., ECCV 2020)."""
+``torch.nn.MultiheadAttention``, DETR's 2-D sine position code (Carion et al., ECCV 2020), and the
+course's learned relative position bias (in the style of Swin's); ``identity_init``."""
 
 import math
 
@@ -30,8 +31,22 @@ def naive_sine(h, w, c, temperature=10000.0):
     return p
 
 
-def naive_mhsa(x, wq, wk, wv, wo, bq, bk, bv, bo, heads, pos=None, scale=True):
-    """x + MultiHead(T, T, T), a loop over images, heads and queries; eq. (1) row by row."""
+def naive_relative_bias(table, h, w):
+    """B[i, n, m] = table[i, y_m - y_n + H - 1, x_m - x_n + W - 1], one query-key pair at a time: (heads, N, N)."""
+    heads = table.shape[0]
+    b = torch.empty(heads, h * w, h * w, dtype=table.dtype)
+    for i in range(heads):
+        for yq in range(h):
+            for xq in range(w):
+                for yk in range(h):
+                    for xk in range(w):
+                        b[i, yq * w + xq, yk * w + xk] = table[i, yk - yq + h - 1, xk - xq + w - 1]
+    return b
+
+
+def naive_mhsa(x, wq, wk, wv, wo, bq, bk, bv, bo, heads, pos=None, scale=True, rel=None):
+    """x + MultiHead(T, T, T), a loop over images, heads and queries; eq. (1) row by row (plus the
+    relative bias ``rel``, (heads, N, N), on the logits if given)."""
     B, C, H, W = x.shape
     d = C // heads
     out = x.clone()
@@ -45,6 +60,8 @@ def naive_mhsa(x, wq, wk, wv, wo, bq, bk, bv, bo, heads, pos=None, scale=True):
             rows = []
             for n in range(H * W):  # one query at a time
                 logits = (k @ q[n]) / (math.sqrt(d) if scale else 1.0)  # q_n · k_m / sqrt(d)
+                if rel is not None:
+                    logits = logits + rel[i, n]  # + B[n, m] for every key m
                 a = torch.exp(logits - logits.max())
                 rows.append((a / a.sum()) @ v)  # softmax over the keys, then the weighted sum of values
             heads_out.append(torch.stack(rows))
@@ -109,8 +126,10 @@ def test_equals_torch_multihead_attention(bias):
     torch.testing.assert_close(m.attention(x), weights)
 
 
-def test_attention_is_what_forward_applies():
-    m = _random(MultiHeadSelfAttention2d(16, heads=4, position="sine").double())
+@pytest.mark.parametrize("position", ["sine", "relative"])
+def test_attention_is_what_forward_applies(position):
+    size = (4, 7) if position == "relative" else None
+    m = _random(MultiHeadSelfAttention2d(16, heads=4, position=position, size=size).double())
     x = torch.randn(2, 16, 4, 7, dtype=torch.float64)
     a = m.attention(x)
     assert a.shape == (2, 4, 28, 28)
@@ -167,6 +186,8 @@ def test_identity_at_initialisation_and_learns():
     y.square().sum().backward()
     assert m.proj.weight.grad.abs().sum() > 0  # W^O gets a gradient at once
     assert torch.equal(MultiHeadSelfAttention2d(16, heads=2, position="sine")(x[:, :16]), x[:, :16])
+    rel = MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(6, 5), identity_init=True)
+    assert torch.equal(rel(x[:, :16]), x[:, :16])
 
 
 @pytest.mark.parametrize("c, heads", [(64, 8), (32, 4), (128, 8), (256, 1)])
@@ -201,6 +222,13 @@ def test_sdpa_never_holds_the_n_by_n_matrix():
         (dict(heads=2.0), ["MultiHeadSelfAttention2d", "heads"]),
         (dict(position="learned"), ["MultiHeadSelfAttention2d", "position"]),
         (dict(bias="yes"), ["MultiHeadSelfAttention2d", "bias"]),
+        (dict(identity_init="yes"), ["MultiHeadSelfAttention2d", "identity_init"]),
+        (dict(position="relative"), ["MultiHeadSelfAttention2d", "relative", "size"]),
+        (dict(size=(3, 4)), ["MultiHeadSelfAttention2d", "size", "relative"]),
+        (dict(position="sine", size=(3, 4)), ["MultiHeadSelfAttention2d", "size", "relative"]),
+        (dict(position="relative", size=(0, 4)), ["MultiHeadSelfAttention2d", "size"]),
+        (dict(position="relative", size=(3, 4, 5)), ["MultiHeadSelfAttention2d", "size"]),
+        (dict(position="relative", size=4), ["MultiHeadSelfAttention2d", "size"]),
     ],
 )
 def test_impossible_hyperparameters(kwargs, words):
@@ -222,9 +250,10 @@ def test_one_position_and_one_channel_per_head():
     assert m(x).shape == x.shape
 
 
-@pytest.mark.parametrize("position", [None, "sine"])
+@pytest.mark.parametrize("position", [None, "sine", "relative"])
 def test_gradcheck(position):
-    m = _random(MultiHeadSelfAttention2d(4, heads=2, position=position).double())
+    size = (2, 3) if position == "relative" else None
+    m = _random(MultiHeadSelfAttention2d(4, heads=2, position=position, size=size).double())
     x = torch.randn(1, 4, 2, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(m, (x,))
 
@@ -253,5 +282,167 @@ def test_onnx_with_sine_keeps_h_and_w_dynamic(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "mhsa_sine.onnx"))
     for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
         y = torch.randn(shape)
+        out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- the relative position bias
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("bias", [True, False])
+def test_relative_equals_the_naive_derivation(heads, bias):
+    h, w = 5, 7  # non-square, so a swapped row/column offset cannot pass
+    m = _random(MultiHeadSelfAttention2d(8, heads=heads, bias=bias, position="relative", size=(h, w)).double())
+    assert m.relative_bias.shape == (heads, 2 * h - 1, 2 * w - 1)
+    assert m.relative_bias.abs().min() > 0  # a random, non-zero table
+    x = torch.randn(2, 8, h, w, dtype=torch.float64)
+    rel = naive_relative_bias(m.relative_bias.detach(), h, w)
+    torch.testing.assert_close(m(x), naive_mhsa(x, *_weights(m), heads, rel=rel))
+    # the naive reference can fail: without the bias, or with the query-key offset reversed
+    assert not torch.allclose(m(x), naive_mhsa(x, *_weights(m), heads))
+    assert not torch.allclose(m(x), naive_mhsa(x, *_weights(m), heads, rel=rel.transpose(-2, -1)))
+
+
+@pytest.mark.parametrize("dy, dx", [(1, -2), (-4, 6), (0, 0), (2, 3)])
+def test_one_table_entry_moves_exactly_the_pairs_at_its_offset(dy, dx):
+    h, w = 5, 7
+    m = MultiHeadSelfAttention2d(8, heads=2, position="relative", size=(h, w)).double()
+    with torch.no_grad():
+        m.qkv.weight.zero_()  # logits = B alone: uniform attention except where B is set
+        m.relative_bias[1, dy + h - 1, dx + w - 1] = 1.0  # head 1, key - query = (dy, dx)
+    a = m.attention(torch.randn(1, 8, h, w, dtype=torch.float64))
+    n = h * w
+    torch.testing.assert_close(a[0, 0], torch.full((n, n), 1 / n, dtype=torch.float64))  # head 0: untouched
+    want = torch.zeros(n, n, dtype=torch.bool)
+    for yq in range(h):
+        for xq in range(w):
+            yk, xk = yq + dy, xq + dx
+            if 0 <= yk < h and 0 <= xk < w:
+                want[yq * w + xq, yk * w + xk] = True
+    assert want.any()
+    assert torch.equal(a[0, 1] > 1 / n + 1e-12, want)  # raised exactly at the pairs with that offset
+
+
+def test_with_a_zero_relative_bias_permuting_permutes_and_with_a_learned_one_not():
+    m = _random(MultiHeadSelfAttention2d(16, heads=4, position="relative", size=(5, 6)).double())
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    shuffle = lambda t: t.flatten(2)[:, :, perm].reshape_as(t)  # noqa: E731
+    assert not torch.allclose(m(shuffle(x)), shuffle(m(x)))
+    with torch.no_grad():
+        m.relative_bias.zero_()  # no bias: the attention of eq. (1), blind to order
+    torch.testing.assert_close(m(shuffle(x)), shuffle(m(x)))
+
+
+@pytest.mark.parametrize("c, heads, size", [(64, 8, (6, 5)), (32, 4, (7, 7)), (16, 1, (1, 9))])
+def test_parameter_count_with_relative(c, heads, size):
+    h, w = size
+    base = 4 * c * c + 4 * c
+    m = MultiHeadSelfAttention2d(c, heads=heads, position="relative", size=size)
+    assert count_parameters(m) == base + heads * (2 * h - 1) * (2 * w - 1)
+    assert "relative_index" not in m.state_dict()  # the index is rebuilt, not saved
+    assert count_parameters(MultiHeadSelfAttention2d(c, heads=heads, identity_init=False)) == base
+
+
+def test_relative_refuses_an_input_of_another_size():
+    m = MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(5, 7))
+    for shape in [(1, 16, 7, 5), (1, 16, 5, 6), (2, 16, 1, 1)]:
+        for f in (m, m.attention):
+            with pytest.raises(ValueError) as info:
+                f(torch.randn(shape))
+            msg = str(info.value)
+            assert "MultiHeadSelfAttention2d" in msg and "(5, 7)" in msg and str(tuple(shape[2:])) in msg
+    with pytest.raises(ValueError, match="MultiHeadSelfAttention2d"):
+        m(torch.randn(1, 8, 5, 7))  # the channel check still comes first
+
+
+def test_the_reference_refuses_relative():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import refs
+
+    with pytest.raises(NotImplementedError, match="position"):
+        refs.reference_for(MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(3, 4)))
+
+
+# ---------------------------------------------------------------- identity_init
+
+
+def test_identity_init_false_keeps_linear_s_default_and_is_not_the_identity():
+    torch.manual_seed(0)
+    m = MultiHeadSelfAttention2d(16, heads=2, identity_init=False)
+    assert m.proj.weight.abs().min() > 0 and m.proj.bias.abs().min() > 0
+    bound = 16**-0.5  # nn.Linear's default: kaiming_uniform(a=sqrt(5)) and the bias, both within 1/sqrt(fan_in)
+    assert m.proj.weight.abs().max() <= bound and m.proj.bias.abs().max() <= bound
+    x = torch.randn(2, 16, 4, 5)
+    assert not torch.allclose(m(x), x)
+    # the same weights as the default except W^O: identity_init changes W^O only
+    torch.manual_seed(0)
+    d = MultiHeadSelfAttention2d(16, heads=2)
+    assert torch.equal(d.qkv.weight, m.qkv.weight) and torch.equal(d.qkv.bias, m.qkv.bias)
+    assert not d.proj.weight.any() and not d.proj.bias.any()
+
+
+def test_relative_bias_gets_a_gradient_at_init_only_without_identity_init():
+    x = torch.randn(2, 16, 4, 5)
+    for identity_init, moves in [(True, False), (False, True)]:
+        torch.manual_seed(0)
+        m = MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(4, 5), identity_init=identity_init)
+        m(x).square().sum().backward()
+        assert bool(m.relative_bias.grad.any()) is moves  # through W^O: none while W^O = 0
+
+
+# ---------------------------------------------------------------- relative: export, compile, ONNX
+
+
+def test_export_with_relative_static_h_w_and_dynamic_batch():
+    m = _random(MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(6, 5))).eval()
+    ep = torch.export.export(m, (torch.randn(2, 16, 6, 5),), dynamic_shapes=({0: Dim("B", min=1, max=64)},))
+    for b in (3, 1):
+        y = torch.randn(b, 16, 6, 5)
+        torch.testing.assert_close(ep.module()(y), m(y))
+
+
+def test_compile_fullgraph_with_relative_one_graph_for_two_batches_and_a_training_step():
+    m = _random(MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(6, 5)))
+    graphs = []
+
+    def eager_counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(m.eval(), fullgraph=True, backend=eager_counting, dynamic=True)
+    for b in (2, 3):
+        y = torch.randn(b, 16, 6, 5)
+        torch.testing.assert_close(compiled(y), m(y))
+    assert len(graphs) == 1
+    torch._dynamo.reset()
+    m.train()
+    x = torch.randn(2, 16, 6, 5)
+    m(x).square().sum().backward()
+    want = m.relative_bias.grad.clone()
+    m.zero_grad()
+    torch.compile(m, fullgraph=True, backend="eager")(x).square().sum().backward()
+    torch.testing.assert_close(m.relative_bias.grad, want)
+    torch._dynamo.reset()
+
+
+def test_onnx_with_relative_static_h_w_and_dynamic_batch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    import warnings
+
+    m = _random(MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(6, 5))).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(m, (torch.randn(2, 16, 6, 5),), dynamo=True, verbose=False,
+                                 dynamic_shapes=({0: Dim("B")},))
+    prog.save(str(tmp_path / "mhsa_relative.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "mhsa_relative.onnx"))
+    for b in (3, 1):
+        y = torch.randn(b, 16, 6, 5)
         out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
         torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
