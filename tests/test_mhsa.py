@@ -393,6 +393,7 @@ def test_relative_bias_gets_a_gradient_at_init_only_without_identity_init():
         m = MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(4, 5), identity_init=identity_init)
         m(x).square().sum().backward()
         assert bool(m.relative_bias.grad.any()) is moves  # through W^O: none while W^O = 0
+        assert bool(m.qkv.weight.grad.any()) is moves  # nor W^Q, W^K, W^V
 
 
 # ---------------------------------------------------------------- relative: export, compile, ONNX

@@ -92,14 +92,15 @@ class MultiHeadSelfAttention2d(nn.Module):
             depends on it) and refused otherwise; forward then accepts only inputs of that H, W.
         identity_init: ``True`` (default): W^O starts at zero, so the module is the identity at
             initialisation (the project's rule, below). ``False``: W^O (weight and bias) keeps
-            ``nn.Linear``'s default initialisation. Why the option exists: on a task where no
-            global statistic helps (``attncourse.data.side_by_side``), a zero W^O and initial
-            attention that is uniform over positions (a zero bias) give the position parameters no
-            gradient to start from, a saddle: B's gradient passes through W^O, which is 0, and
-            W^O's gradient comes from outputs that do not yet depend on where things are. The
-            course's measurements on that task, seed 0, Part III's network with circular padding:
-            a learned relative bias with W^O zero stayed at 0.512 accuracy, with W^O at its
-            default initialisation it reached 0.998.
+            ``nn.Linear``'s default initialisation. Why the option exists: with W^O = 0 the
+            attention's own parameters (W^Q, W^K, the relative bias B) get no gradient at the
+            first step (tested), and W^O's first gradient comes from outputs of near-uniform
+            attention; on a task where no global statistic helps (``attncourse.data.side_by_side``)
+            that may leave the branch stuck at its start. Whether a non-zero start is the cure is
+            open in the course: on that task (Part III's network with circular padding, 10
+            epochs) a scratch variant with one learned bias per torus offset reached 0.998 at seed
+            0 with W^O at its default start and 0.512 with W^O = 0, but 0.502 at seed 1; this
+            module with ``position="relative"`` and ``identity_init=False`` stayed at 0.510 (seed 0).
 
     Why no position code by default: the module is a plug-in between convolutions, whose
     features already carry local geometry (and, through zero padding, some absolute position);
