@@ -391,6 +391,7 @@ def test_half_elu_plus_one_rounds_to_zero():
         ({"bias": "yes"}, "bias"),
         ({"position": "learned"}, "position"),
         ({"position": "Sine"}, "position"),
+        ({"position": "relative"}, "position"),  # MHSA's option, not this module's
     ],
 )
 def test_bad_hyperparameters(kwargs, fragment):

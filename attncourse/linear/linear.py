@@ -11,10 +11,15 @@ from torch import nn
 from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
 from .._registry import register
 from ..layers import Gate
-from ..selfattn.mhsa import POSITIONS, sine_position_2d
+from ..selfattn.mhsa import sine_position_2d
 from .kernel import EPS, RowNormalise, _accumulator, elu_feature_map, kernel_attention_heads
 
-__all__ = ["LinearAttention2d", "FEATURE_MAPS"]
+__all__ = ["LinearAttention2d", "FEATURE_MAPS", "POSITIONS"]
+
+#: The positional options: none (the paper's), or DETR's 2-D sine code on the query and key tokens
+#: (the course's). Not MHSA's list: its learned relative bias is added to softmax logits, which
+#: linear attention never forms.
+POSITIONS = (None, "sine")
 
 #: φ by name: the paper's elu(x) + 1, or ReLU (EfficientViT's LiteMLA; a feature can be all zero,
 #: which the ε of the normaliser then guards).
