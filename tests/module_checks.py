@@ -1,6 +1,9 @@
-"""Helpers shared by the modules' own tests: random weights, and training on a batch of one."""
+"""Helpers shared by the modules' own tests: random weights, training on a batch of one, and the
+naive 2-D sine position code that MHSA's and linear attention's tests check their option against."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -29,3 +32,17 @@ def assert_trains_on_batch_one(m: nn.Module, channels: int, h: int, w: int) -> N
     assert y.shape == x.shape and torch.isfinite(y).all()
     y.square().sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def naive_sine(h, w, c, temperature=10000.0):
+    """DETR's PositionEmbeddingSine (normalize=False), one position and one channel at a time: (H*W, C)."""
+    half = c // 2
+    p = torch.empty(h * w, c, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            for j in range(half):
+                omega = temperature ** (-2 * (j // 2) / half)
+                trig = math.sin if j % 2 == 0 else math.cos
+                p[y * w + x, j] = trig((y + 1) * omega)  # rows: the first C/2 channels
+                p[y * w + x, half + j] = trig((x + 1) * omega)  # columns: the last C/2
+    return p

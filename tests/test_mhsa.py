@@ -14,21 +14,9 @@ from attncourse.cost import count_flops, count_parameters, peak_memory
 from attncourse.plot import capture_gates
 from attncourse.selfattn.mhsa import MultiHeadSelfAttention2d, sine_position_2d
 
+from module_checks import naive_sine
+
 # ---------------------------------------------------------------- the naive derivation
-
-
-def naive_sine(h, w, c, temperature=10000.0):
-    """DETR's PositionEmbeddingSine (normalize=False), one position and one channel at a time: (H*W, C)."""
-    half = c // 2
-    p = torch.empty(h * w, c, dtype=torch.float64)
-    for y in range(h):
-        for x in range(w):
-            for j in range(half):
-                omega = temperature ** (-2 * (j // 2) / half)
-                trig = math.sin if j % 2 == 0 else math.cos
-                p[y * w + x, j] = trig((y + 1) * omega)  # rows: the first C/2 channels
-                p[y * w + x, half + j] = trig((x + 1) * omega)  # columns: the last C/2
-    return p
 
 
 def naive_relative_bias(table, h, w):
