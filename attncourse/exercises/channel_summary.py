@@ -15,6 +15,19 @@ _RESNET152 = (3, 8, 36, 3)
 _RESNET50 = (3, 4, 6, 3)
 
 
+def _judge_modules(answer: Any, expected: dict[str, bool], what: str, why: dict[str, str] | None = None) -> Feedback:
+    """A dict answering yes or no per module: each wrong module named, with its reason (``why``)."""
+    if is_unanswered(answer):
+        return not_attempted(what)
+    if not isinstance(answer, dict) or set(answer) != set(expected):
+        return failed(f"{what}: expected a dict with keys {sorted(expected)}, got {answer!r}")
+    why = why or {}
+    wrong = [k for k in expected if bool(answer[k]) != expected[k]]
+    if wrong:
+        return failed(" ".join([f"{what}: not right for {', '.join(wrong)}.", *(why[k] for k in wrong if k in why)]))
+    return passed(" ".join([f"{what}: right.", *why.values()]))
+
+
 # Exercise 1 (which modules commute with one shuffle of the positions, the same for every channel
 # and image), typical mistakes: SK taken as commuting because its weights come from a global mean
 # (but its branches are convolutions, whose windows follow the positions and whose zero padding
@@ -24,12 +37,6 @@ _RESNET50 = (3, 4, 6, 3)
 # shuffle keeps).
 def check_spatial_shuffle(answer: Any) -> Feedback:
     """Exercise 1: for which modules does shuffling the positions just shuffle the output (same weights)?"""
-    what = "Shuffling the positions"
-    if is_unanswered(answer):
-        return not_attempted(what)
-    expected = {"se": True, "eca": True, "sk": False, "simam": True}
-    if not isinstance(answer, dict) or set(answer) != set(expected):
-        return failed(f"{what}: expected a dict with keys {sorted(expected)}, got {answer!r}")
     why = {
         "se": "SE: the squeeze is the mean over all positions, which a shuffle does not change, and the scale "
         "multiplies every position of a channel by the same weight, so the output is shuffled like the input.",
@@ -40,10 +47,7 @@ def check_spatial_shuffle(answer: Any) -> Feedback:
         "simam": "SimAM: the mean and the variance of a channel are over all its positions, which a shuffle keeps, "
         "and each neuron's weight depends only on its own value and these two numbers.",
     }
-    wrong = [k for k in expected if bool(answer[k]) != expected[k]]
-    if wrong:
-        return failed(f"{what}: not right for {', '.join(wrong)}. " + " ".join(why[k] for k in wrong))
-    return passed(f"{what}: right. " + " ".join(why.values()))
+    return _judge_modules(answer, {"se": True, "eca": True, "sk": False, "simam": True}, "Shuffling the positions", why)
 
 
 # The former exercise 1 (the chapter prints ECA's kernel per width; the answer summed them over the
@@ -85,12 +89,6 @@ def check_eca_resnet50_parameters(answer: Any) -> Feedback:
 # equivariant although it treats every channel alike and alone.
 def check_permutation(answer: Any) -> Feedback:
     """Exercise 2: for which modules does permuting the input channels just permute the output (same weights)?"""
-    what = "Permuting the channels"
-    if is_unanswered(answer):
-        return not_attempted(what)
-    expected = {"se": False, "eca": False, "simam": True}
-    if not isinstance(answer, dict) or set(answer) != set(expected):
-        return failed(f"{what}: expected a dict with keys {sorted(expected)}, got {answer!r}")
     why = {
         "se": "SE: the weights of W1 and W2 are tied to the channel order. Permuting the input permutes the "
         "columns of W1's input, not W1 itself, so the weights change unless W1 and W2 are permuted too.",
@@ -100,21 +98,9 @@ def check_permutation(answer: Any) -> Feedback:
         "simam": "SimAM: each channel's weights depend only on that channel's own values, by the same formula for "
         "every channel, so permuting the channels permutes the output and nothing else.",
     }
-    wrong = [k for k in expected if bool(answer[k]) != expected[k]]
-    if wrong:
-        return failed(f"{what}: not right for {', '.join(wrong)}. " + " ".join(why[k] for k in wrong))
-    return passed(f"{what}: right. " + " ".join(why.values()))
+    return _judge_modules(answer, {"se": False, "eca": False, "simam": True}, "Permuting the channels", why)
 
 
 def check_cross_channel(answer: Any) -> Feedback:
     """The former exercise 2 (cross-channel context); kept for readers of older copies of the chapter."""
-    what = "Cross-channel context"
-    if is_unanswered(answer):
-        return not_attempted(what)
-    expected = {"se": True, "eca": False, "simam": False}
-    if not isinstance(answer, dict) or set(answer) != set(expected):
-        return failed(f"{what}: expected a dict with keys {sorted(expected)}, got {answer!r}")
-    wrong = [k for k in expected if bool(answer[k]) != expected[k]]
-    if wrong:
-        return failed(f"{what}: not right for {', '.join(wrong)}.")
-    return passed(f"{what}: right.")
+    return _judge_modules(answer, {"se": True, "eca": False, "simam": False}, "Cross-channel context")
