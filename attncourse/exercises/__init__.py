@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # attncourse/: code that is not the reader's
+_STDLIB = Path(traceback.__file__).resolve().parent  # the standard library: not the reader's either
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,9 @@ def _is_library(filename: str) -> bool:
     """Frames that are not the reader's: this package, installed packages, the standard library."""
     if filename.startswith("<") and not filename.startswith("<ipython-input"):
         return True  # <frozen ...>, <string> from library code generators
-    path = Path(filename)
-    parts = set(path.parts)
-    return (
-        "site-packages" in parts or "dist-packages" in parts or path.resolve().is_relative_to(_PACKAGE)
-        or path.resolve().is_relative_to(Path(traceback.__file__).resolve().parent)
-    )
+    path = Path(filename).resolve()
+    return bool({"site-packages", "dist-packages"} & set(path.parts)) or any(
+        path.is_relative_to(root) for root in (_PACKAGE, _STDLIB))
 
 
 def learner_line(err: BaseException) -> str:
