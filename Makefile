@@ -54,7 +54,7 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tools/benchmark.py
 
-# Re-run the parts' side-by-side comparisons (5 seeds each, a few minutes) and Part IV's cost sweep
+# Re-run the parts' side-by-side comparisons (5 seeds each, a few minutes; `where`, about half an hour) and Part IV's cost sweep
 # (about 2 minutes), and store their results in attncourse/results/, which the chapters load.
 # A maintainer's command: it rewrites tracked files, so neither `book` nor `test` calls it.
 results: $(STAMP)
@@ -63,6 +63,7 @@ results: $(STAMP)
 	$(BIN)/python -m attncourse.experiments hybrid2 --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
+	$(BIN)/python -m attncourse.experiments where --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.linear.sweep
 

@@ -281,19 +281,18 @@ def side_by_side(
     checks the first two):
 
     - *Convolutions*: the nearest pixels of the two copies are ``distance - 3`` apart, so a window
-      that holds a pixel of each spans ``distance - 1`` pixels or more: 11 at the default, more
-      than the 10 × 10 receptive field of Part III's network (``TinyNet`` with widths (16, 32,
-      32), a 2 × 2 pool after the second block), whose convolutions should use
-      ``padding_mode="circular"`` (zero padding would tell them where the border is).
+      that holds a pixel of each spans ``distance - 1`` pixels or more. The protocol ``where``
+      (``size=18, distance=9``: 8 pixels) uses ``TinyNet`` with widths (16, 32, 32), no pool and
+      ``padding_mode="circular"`` (zero padding would tell the convolutions where the border
+      is): three 3 × 3 convolutions, a 7 × 7 window.
     - *Global statistics* (SE's means, CBAM's maxima, GC's weighted mean): both labels put the
       same two local patterns into the image; moving the second copy from "right of" to "below"
       the first (noise and all) permutes the positions and keeps every statistic over positions,
       and flips the label.
     - *Attention without positions*: permutation-equivariant, so the same permutation permutes its
-      output and the pooled answer stays; with a position code in the query-key product it can
-      in principle prefer keys in the same row. (Measured so far, seed 0, 10 epochs on 1,500
-      images, Part III's network with circular padding: MHSA with DETR's sine code stays at
-      chance, 0.50; what makes the question learnable in that budget is still open.)
+      output and the pooled answer stays; with a position term in its logits it can prefer keys
+      in the same row. ``chapters/selfattn/where.md`` asserts both on a constructed pair, and
+      reads the stored five-seed comparison of every module of Parts I–IV on the task.
 
     With ``return_positions`` also returns the ``(N, 2, 2)`` top-left corners (row, column) of
     the two copies (train then test; the second corner taken modulo ``size``).

@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .data import Split, context_bars, cued_bars, same_shapes
+from .data import Split, context_bars, cued_bars, same_shapes, side_by_side
 from .channel.se_variants import SEVariant
 from .hybrid.scse import ChannelSE, SpatialSE
 from .nets import TinyNet
@@ -71,10 +71,12 @@ class Protocol:
     lr: float = 1e-2
     batch_size: int = 64
     network_kwargs: dict[str, Any] = field(default_factory=dict)
+    in_channels: int = 2
 
     def data(self) -> Split:
         """The task's data (procedural, seeded)."""
-        tasks = {"context_bars": context_bars, "cued_bars": cued_bars, "same_shapes": same_shapes}
+        tasks = {"context_bars": context_bars, "cued_bars": cued_bars, "same_shapes": same_shapes,
+                 "side_by_side": side_by_side}
         return tasks[self.task](**self.task_kwargs)
 
     def network(self, variant: str) -> Callable[[], nn.Module]:
@@ -82,7 +84,7 @@ class Protocol:
         if variant not in self.variants:
             raise ValueError(f"Protocol {self.name!r} expected a variant in {sorted(self.variants)}, got {variant!r}")
         attn, kwargs = self.variants[variant]
-        in_channels, classes = 2, 2
+        in_channels, classes = self.in_channels, 2
         return lambda: TinyNet(in_channels, classes, widths=self.widths, attn=_CLASSES.get(attn, attn),
                                attn_kwargs=kwargs, **self.network_kwargs)
 
@@ -96,6 +98,7 @@ class Protocol:
             "variants": {k: [a, kw] for k, (a, kw) in self.variants.items()},
             "widths": list(self.widths), **self.fit_kwargs(),
             **({"network_kwargs": self.network_kwargs} if self.network_kwargs else {}),
+            **({"in_channels": self.in_channels} if self.in_channels != 2 else {}),
         }
 
 
@@ -229,12 +232,56 @@ PROTOCOLS: dict[str, Protocol] = {
         widths=(16, 32, 32),
         network_kwargs={"pool_every": 2, "attn_blocks": [1]},
     ),
+    # Part III's "where" chapter (chapters/selfattn/where.md): a question about relative position
+    # (data.side_by_side: two copies of a plus, 9 apart on an 18 x 18 torus, side by side or one
+    # above the other). Part III's widths with circular padding (no border to locate a shape by)
+    # and no pooling: three 3 x 3 convolutions see 7 x 7, and a window that holds a pixel of each
+    # copy spans 8 or more. Attention after the second block, at full resolution (324 tokens).
+    # Global statistics and attention without positions should stay at chance; attention with a
+    # position term in its logits need not. MHSA has 4 heads here: the course's relative bias
+    # learned the task with 4 heads in both seeds tried (0 and 1), a scratch torus-offset bias
+    # with 2 heads in 1 of 2 (chapters/selfattn/where.md, "What did not work").
+    "where": Protocol(
+        name="where",
+        task="side_by_side",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0, "size": 18, "distance": 9},
+        variants={
+            "baseline": (None, {}),
+            "SE (r=4)": ("se", {"reduction": 4}),
+            "CBAM (r=4)": ("cbam", {"reduction": 4}),
+            "Coordinate": ("coord", {}),
+            "GC (r=4)": ("gc", {"reduction": 4}),
+            "Non-local (Xavier)": ("nonlocal", {"init": "xavier"}),
+            "DANet": ("danet", {}),
+            "CCNet": ("ccnet", {}),
+            "MHSA": ("mhsa", {"heads": 4}),
+            "MHSA (sine)": ("mhsa", {"heads": 4, "position": "sine"}),
+            "MHSA (relative)": ("mhsa", {"heads": 4, "position": "relative", "size": [18, 18]}),
+            # the controls: W^O started as nn.Linear starts it instead of at zero (the course's identity
+            # start), so that W^Q, W^K and the bias get a gradient from the first step
+            "MHSA (sine, W^O random)": ("mhsa", {"heads": 4, "position": "sine", "identity_init": False}),
+            "MHSA (relative, W^O random)": ("mhsa", {"heads": 4, "position": "relative", "size": [18, 18],
+                                                     "identity_init": False}),
+            "External": ("external", {}),
+            "Linear": ("linear", {"heads": 2}),
+            "Linear (sine)": ("linear", {"heads": 2, "position": "sine"}),
+            "FLatten": ("flatten", {"heads": 2}),
+            "FLatten (key position)": ("flatten", {"heads": 2, "key_position": [18, 18]}),
+            # the controls: FLatten's 5 x 5 depthwise convolution widens a unit's window from 5 to 9
+            # pixels, past the 8 that hold both copies; without it, is FLatten blind again?
+            "FLatten (no DWC)": ("flatten", {"heads": 2, "kernel_size": None}),
+            "FLatten (key position, no DWC)": ("flatten", {"heads": 2, "key_position": [18, 18], "kernel_size": None}),
+        },
+        widths=(16, 32, 32),
+        network_kwargs={"pool_every": 0, "attn_blocks": [1], "padding_mode": "circular"},
+        in_channels=1,
+    ),
 }
 
 
 def protocol(name: str) -> Protocol:
     """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` and ``"hybrid2"`` (Part II), ``"selfattn"`` and
-    ``"selfattn_far"`` (Part III), ``"linear"`` (Part IV)."""
+    ``"selfattn_far"`` and ``"where"`` (Part III), ``"linear"`` (Part IV)."""
     if name not in PROTOCOLS:
         raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]

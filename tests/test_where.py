@@ -16,20 +16,32 @@ def _stamp(size, corner, shape="plus"):
     return torch.roll(s, shifts=tuple(int(v) for v in corner), dims=(0, 1))
 
 
-def test_two_copies_distance_apart_along_the_labelled_axis():
-    split, corners = side_by_side(300, 200, noise=0.0, seed=4, return_positions=True)
+@pytest.mark.parametrize("size, distance", [(24, 12), (18, 9)])  # the default; the "where" protocol's
+def test_two_copies_distance_apart_along_the_labelled_axis(size, distance):
+    split, corners = side_by_side(300, 200, noise=0.0, seed=4, size=size, distance=distance, return_positions=True)
     x = torch.cat([split.x_train, split.x_test])
     y = torch.cat([split.y_train, split.y_test])
-    assert x.shape == (500, 1, 24, 24) and corners.shape == (500, 2, 2)
+    assert x.shape == (500, 1, size, size) and corners.shape == (500, 2, 2)
     assert 0.4 < y.float().mean() < 0.6  # balanced labels (a fair coin per image)
-    step = (corners[:, 1] - corners[:, 0]) % 24
-    step = torch.where(step > 12, step - 24, step)  # signed, the nearer way round
+    step = (corners[:, 1] - corners[:, 0]) % size
+    step = torch.where(step > size // 2, step - size, step)  # signed, the nearer way round
     along, across = step.abs().unbind(1)  # rows, columns
     side = y == 1
-    assert (across[side] == 12).all() and (along[side] <= 2).all()  # side by side: 12 columns apart
-    assert (along[~side] == 12).all() and (across[~side] <= 2).all()  # one above the other
+    assert (across[side] == distance).all() and (along[side] <= 2).all()  # side by side: distance columns apart
+    assert (along[~side] == distance).all() and (across[~side] <= 2).all()  # one above the other
     for i in range(500):  # the image is the two stamps (on the torus), nothing else
-        assert torch.equal(x[i, 0], _stamp(24, corners[i, 0]) + _stamp(24, corners[i, 1]))
+        assert torch.equal(x[i, 0], _stamp(size, corners[i, 0]) + _stamp(size, corners[i, 1]))
+
+
+def test_the_protocols_split_is_balanced_and_its_own():
+    from attncourse.experiments import protocol
+
+    p = protocol("where")
+    split = p.data()
+    assert split.x_train.shape == (1500, 1, 18, 18) and split.x_test.shape == (1000, 1, 18, 18)
+    for y in (split.y_train, split.y_test):
+        assert 0.45 < y.float().mean() < 0.55
+    assert torch.equal(p.data().x_test, split.x_test)  # deterministic
 
 
 def test_every_place_is_alike_and_the_labels_do_not_depend_on_where_one_shape_is():
