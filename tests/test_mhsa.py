@@ -208,7 +208,8 @@ def test_sdpa_never_holds_the_n_by_n_matrix():
         (dict(heads=3), ["MultiHeadSelfAttention2d", "channels=64", "heads=3"]),
         (dict(heads=0), ["MultiHeadSelfAttention2d", "heads"]),
         (dict(heads=2.0), ["MultiHeadSelfAttention2d", "heads"]),
-        (dict(position="learned"), ["MultiHeadSelfAttention2d", "position"]),
+        (dict(position="rope"), ["MultiHeadSelfAttention2d", "position"]),
+        (dict(position="learned"), ["MultiHeadSelfAttention2d", "learned", "size"]),
         (dict(bias="yes"), ["MultiHeadSelfAttention2d", "bias"]),
         (dict(identity_init="yes"), ["MultiHeadSelfAttention2d", "identity_init"]),
         (dict(position="relative"), ["MultiHeadSelfAttention2d", "relative", "size"]),
@@ -333,8 +334,9 @@ def test_parameter_count_with_relative(c, heads, size):
     assert count_parameters(MultiHeadSelfAttention2d(c, heads=heads, identity_init=False)) == base
 
 
-def test_relative_refuses_an_input_of_another_size():
-    m = MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(5, 7))
+@pytest.mark.parametrize("position", ["relative", "learned"])
+def test_relative_refuses_an_input_of_another_size(position):
+    m = MultiHeadSelfAttention2d(16, heads=2, position=position, size=(5, 7))
     for shape in [(1, 16, 7, 5), (1, 16, 5, 6), (2, 16, 1, 1)]:
         for f in (m, m.attention):
             with pytest.raises(ValueError) as info:
@@ -345,7 +347,8 @@ def test_relative_refuses_an_input_of_another_size():
         m(torch.randn(1, 8, 5, 7))  # the channel check still comes first
 
 
-def test_the_reference_refuses_relative():
+@pytest.mark.parametrize("position", ["relative", "learned"])
+def test_the_reference_refuses_relative(position):
     import sys
     from pathlib import Path
 
@@ -353,7 +356,7 @@ def test_the_reference_refuses_relative():
     import refs
 
     with pytest.raises(NotImplementedError, match="position"):
-        refs.reference_for(MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(3, 4)))
+        refs.reference_for(MultiHeadSelfAttention2d(16, heads=2, position=position, size=(3, 4)))
 
 
 # ---------------------------------------------------------------- identity_init
@@ -387,16 +390,19 @@ def test_relative_bias_gets_a_gradient_at_init_only_without_identity_init():
 # ---------------------------------------------------------------- relative: export, compile, ONNX
 
 
-def test_export_with_relative_static_h_w_and_dynamic_batch():
-    m = _random(MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(6, 5))).eval()
+@pytest.mark.parametrize("position", ["relative", "learned"])
+def test_export_with_relative_static_h_w_and_dynamic_batch(position):
+    m = _random(MultiHeadSelfAttention2d(16, heads=2, position=position, size=(6, 5))).eval()
     ep = torch.export.export(m, (torch.randn(2, 16, 6, 5),), dynamic_shapes=({0: Dim("B", min=1, max=64)},))
     for b in (3, 1):
         y = torch.randn(b, 16, 6, 5)
         torch.testing.assert_close(ep.module()(y), m(y))
 
 
-def test_compile_fullgraph_with_relative_one_graph_for_two_batches_and_a_training_step():
-    m = _random(MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(6, 5)))
+@pytest.mark.parametrize("position", ["relative", "learned"])
+def test_compile_fullgraph_with_relative_one_graph_for_two_batches_and_a_training_step(position):
+    m = _random(MultiHeadSelfAttention2d(16, heads=2, position=position, size=(6, 5)))
+    table = m.relative_bias if position == "relative" else m.position_embedding
     graphs = []
 
     def eager_counting(gm, example_inputs):
@@ -413,18 +419,19 @@ def test_compile_fullgraph_with_relative_one_graph_for_two_batches_and_a_trainin
     m.train()
     x = torch.randn(2, 16, 6, 5)
     m(x).square().sum().backward()
-    want = m.relative_bias.grad.clone()
+    want = table.grad.clone()
     m.zero_grad()
     torch.compile(m, fullgraph=True, backend="eager")(x).square().sum().backward()
-    torch.testing.assert_close(m.relative_bias.grad, want)
+    torch.testing.assert_close(table.grad, want)
     torch._dynamo.reset()
 
 
-def test_onnx_with_relative_static_h_w_and_dynamic_batch(tmp_path):
+@pytest.mark.parametrize("position", ["relative", "learned"])
+def test_onnx_with_relative_static_h_w_and_dynamic_batch(tmp_path, position):
     ort = pytest.importorskip("onnxruntime")
     import warnings
 
-    m = _random(MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(6, 5))).eval()
+    m = _random(MultiHeadSelfAttention2d(16, heads=2, position=position, size=(6, 5))).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(m, (torch.randn(2, 16, 6, 5),), dynamo=True, verbose=False,
@@ -435,3 +442,50 @@ def test_onnx_with_relative_static_h_w_and_dynamic_batch(tmp_path):
         y = torch.randn(b, 16, 6, 5)
         out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
         torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- learned absolute code
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_learned_equals_the_naive_derivation(heads):
+    h, w = 4, 6
+    m = _random(MultiHeadSelfAttention2d(8, heads=heads, position="learned", size=(h, w)).double())
+    assert m.position_embedding.shape == (h * w, 8)
+    x = torch.randn(2, 8, h, w, dtype=torch.float64)
+    pos = m.position_embedding.detach()
+    torch.testing.assert_close(m(x), naive_mhsa(x, *_weights(m), heads, pos=pos))
+    torch.testing.assert_close(m.attention(x)[0, 0].sum(-1), torch.ones(h * w, dtype=torch.float64))
+    # the reference can fail: without the code, or with it in (w h) order
+    assert not torch.allclose(m(x), naive_mhsa(x, *_weights(m), heads))
+    swapped = pos.reshape(h, w, 8).transpose(0, 1).reshape(h * w, 8)
+    assert not torch.allclose(m(x), naive_mhsa(x, *_weights(m), heads, pos=swapped))
+
+
+def test_learned_starts_as_vit_s_and_counts_h_w_c_parameters():
+    torch.manual_seed(0)
+    c, size = 64, (12, 10)
+    m = MultiHeadSelfAttention2d(c, heads=4, position="learned", size=size)
+    assert 0.018 < m.position_embedding.std().item() < 0.022 and abs(m.position_embedding.mean().item()) < 0.002
+    assert count_parameters(m) == 4 * c * c + 4 * c + size[0] * size[1] * c
+    assert torch.equal(m(torch.zeros(1, c, *size)), torch.zeros(1, c, *size))  # still the identity at the start
+
+
+def test_learned_zeroed_is_blind_to_order_and_learned_is_not():
+    m = _random(MultiHeadSelfAttention2d(16, heads=4, position="learned", size=(5, 6)).double())
+    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    shuffle = lambda t: t.flatten(2)[:, :, perm].reshape_as(t)  # noqa: E731
+    assert not torch.allclose(m(shuffle(x)), shuffle(m(x)))
+    with torch.no_grad():
+        m.position_embedding.zero_()
+    torch.testing.assert_close(m(shuffle(x)), shuffle(m(x)))
+
+
+def test_learned_code_gets_a_gradient_at_init_only_without_identity_init():
+    x = torch.randn(2, 16, 4, 5)
+    for identity_init, moves in [(True, False), (False, True)]:
+        torch.manual_seed(0)
+        m = MultiHeadSelfAttention2d(16, heads=2, position="learned", size=(4, 5), identity_init=identity_init)
+        m(x).square().sum().backward()
+        assert bool(m.position_embedding.grad.any()) is moves

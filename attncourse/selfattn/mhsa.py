@@ -14,9 +14,12 @@ from ..layers import Gate
 
 __all__ = ["MultiHeadSelfAttention2d", "sine_position_2d"]
 
-#: The positional options: none (the paper's attention, blind to order), DETR's 2-D sine code, or a
-#: learned relative position bias on the logits (the course's option, in the style of Swin's).
-POSITIONS = (None, "sine", "relative")
+#: The positional options: none (the paper's attention, blind to order), DETR's 2-D sine code, a
+#: learned relative position bias on the logits (the course's option, in the style of Swin's), or a
+#: learned absolute code per position (the course's option, in the style of ViT's).
+POSITIONS = (None, "sine", "relative", "learned")
+#: The options whose learned tables fix the map's size.
+_SIZED = ("relative", "learned")
 
 
 def sine_position_2d(
@@ -88,8 +91,14 @@ class MultiHeadSelfAttention2d(nn.Module):
             zero at initialisation, read for query (y_q, x_q) and key (y_k, x_k) at
             ``(y_k − y_q + H − 1, x_k − x_q + W − 1)``; one table per head, no bucketing or
             clipping (every offset of an H × W map has its own entry). It needs ``size``.
-        size: ``(H, W)``, the map's size, required with ``position="relative"`` (the table's shape
-            depends on it) and refused otherwise; forward then accepts only inputs of that H, W.
+            ``"learned"``: the course's option, a learned absolute code, one C-vector per position
+            (``position_embedding``, (H·W, C), truncated normal with std 0.02 at the start, as
+            ViT's ``pos_embed``; Dosovitskiy et al., ICLR 2021, arXiv:2010.11929), added where
+            the sine code goes, to the tokens that make the queries and keys and not to the values
+            (ViT adds its code to the tokens themselves, values included). It needs ``size``.
+        size: ``(H, W)``, the map's size, required with ``position="relative"`` or ``"learned"``
+            (the table's shape depends on it) and refused otherwise; forward then accepts only
+            inputs of that H, W.
         identity_init: ``True`` (default): W^O starts at zero, so the module is the identity at
             initialisation (the project's rule, below). ``False``: W^O (weight and bias) keeps
             ``nn.Linear``'s default initialisation. Why the option exists: with W^O = 0 the
@@ -124,12 +133,14 @@ class MultiHeadSelfAttention2d(nn.Module):
     ``capture_gates`` on a forward pass records nothing from this module.
 
     Parameters: ``4C²`` projection weights (W^Q, W^K, W^V stacked in ``qkv``, and W^O) plus ``4C``
-    biases, and with ``position="relative"`` the table's h(2H−1)(2W−1) entries.
+    biases, with ``position="relative"`` the table's h(2H−1)(2W−1) entries, with ``"learned"``
+    the code's H·W·C.
     ``torch.nn.MultiheadAttention(C, h, batch_first=True)`` has the same tensors: copy its
     ``in_proj_weight``/``in_proj_bias`` into ``qkv`` and ``out_proj`` into ``proj``.
 
-    Export: by default (and with ``"sine"``) B, H and W stay dynamic. With ``"relative"``, H and W
-    are fixed by the learned table (one learned bias per relative offset of an H × W map), so
+    Export: by default (and with ``"sine"``) B, H and W stay dynamic. With ``"relative"`` or
+    ``"learned"``, H and W are fixed by the learned table (one learned bias per relative offset,
+    or one learned code per position, of an H × W map), so
     such a module exports with static H, W and a dynamic batch; the class declares no
     ``export_static_dims``, since only this option needs it.
     """
@@ -150,14 +161,12 @@ class MultiHeadSelfAttention2d(nn.Module):
                 f"cos per frequency, for rows and for columns), got channels={self.channels}"
             )
         check_choice(self, "identity_init", identity_init, (True, False))
-        if position == "relative" and size is None:
+        if position in _SIZED and size is None:
+            table = "the bias table has shape (heads, 2H-1, 2W-1)" if position == "relative" else "one code per position"
+            raise ValueError(f"{type(self).__name__} with position={position!r} needs size=(H, W), the map's size ({table})")
+        if position not in _SIZED and size is not None:
             raise ValueError(
-                f"{type(self).__name__} with position='relative' needs size=(H, W), the map's size "
-                f"(the bias table has shape (heads, 2H-1, 2W-1))"
-            )
-        if position != "relative" and size is not None:
-            raise ValueError(
-                f"{type(self).__name__} takes size only with position='relative', got size={size!r} "
+                f"{type(self).__name__} takes size only with position='relative' or 'learned', got size={size!r} "
                 f"with position={position!r}"
             )
         if size is not None:
@@ -187,14 +196,21 @@ class MultiHeadSelfAttention2d(nn.Module):
             dy = y[None, :] - y[:, None] + h - 1  # (N, N): row_key - row_query + H - 1, in [0, 2H-2]
             dx = x[None, :] - x[:, None] + w - 1  # (N, N): col_key - col_query + W - 1, in [0, 2W-2]
             self.register_buffer("relative_index", dy * (2 * w - 1) + dx, persistent=False)  # into the flat table
+        if position == "learned":
+            h, w = size
+            self.position_embedding = nn.Parameter(torch.empty(h * w, self.channels))  # P: one code per position, (h w)
+            nn.init.trunc_normal_(self.position_embedding, std=0.02)  # as ViT's pos_embed
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values of every head, each ``(B, h, N, d)``, N = H*W in ``(h w)`` order."""
         _, c, h, w = x.shape
         t = rearrange(x, "b c h w -> b (h w) c")  # the tokens T: one per position
         q, k, v = rearrange(self.qkv(t), "b n (three h d) -> three b h n d", three=3, h=self.heads)  # T W_i^{Q,K,V}
-        if self.position == "sine":  # (T + P) W^Q, (T + P) W^K, by linearity T W + P W: P once, not per image
-            p = sine_position_2d(h, w, c, dtype=x.dtype, device=x.device)  # P: (N, C)
+        if self.position in ("sine", "learned"):  # (T + P) W^Q, (T + P) W^K = T W + P W: P once, not per image
+            if self.position == "sine":
+                p = sine_position_2d(h, w, c, dtype=x.dtype, device=x.device)  # P: (N, C)
+            else:
+                p = self.position_embedding.to(x.dtype)  # P: (N, C), learned
             pq, pk = rearrange(F.linear(p, self.qkv.weight[: 2 * c]), "n (two h d) -> two 1 h n d", two=2, h=self.heads)
             q, k = q + pq, k + pk
         return q, k, v
@@ -203,7 +219,7 @@ class MultiHeadSelfAttention2d(nn.Module):
         check_input(self, x, self.channels)
         if self.size is not None and tuple(x.shape[2:]) != self.size:
             raise ValueError(
-                f"{type(self).__name__} with position='relative' was built for maps of size (H, W) = "
+                f"{type(self).__name__} with position={self.position!r} was built for maps of size (H, W) = "
                 f"{self.size}, got an input of size {tuple(x.shape[2:])}"
             )
 
