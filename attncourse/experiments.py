@@ -257,11 +257,14 @@ PROTOCOLS: dict[str, Protocol] = {
             "MHSA": ("mhsa", {"heads": 4}),
             "MHSA (sine)": ("mhsa", {"heads": 4, "position": "sine"}),
             "MHSA (relative)": ("mhsa", {"heads": 4, "position": "relative", "size": [18, 18]}),
+            "MHSA (learned)": ("mhsa", {"heads": 4, "position": "learned", "size": [18, 18]}),
             # the controls: W^O started as nn.Linear starts it instead of at zero (the course's identity
             # start), so that W^Q, W^K and the bias get a gradient from the first step
             "MHSA (sine, W^O random)": ("mhsa", {"heads": 4, "position": "sine", "identity_init": False}),
             "MHSA (relative, W^O random)": ("mhsa", {"heads": 4, "position": "relative", "size": [18, 18],
                                                      "identity_init": False}),
+            "MHSA (learned, W^O random)": ("mhsa", {"heads": 4, "position": "learned", "size": [18, 18],
+                                                    "identity_init": False}),
             "External": ("external", {}),
             "Linear": ("linear", {"heads": 2}),
             "Linear (sine)": ("linear", {"heads": 2, "position": "sine"}),

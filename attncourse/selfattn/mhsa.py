@@ -108,7 +108,8 @@ class MultiHeadSelfAttention2d(nn.Module):
             that may leave the branch stuck at its start. Measured there (the protocol ``where``,
             ``chapters/selfattn/where.md``: 4 heads, 10 epochs, five seeds), with
             ``position="relative"`` the identity start solved 3 seeds of 5 and
-            ``identity_init=False`` all 5; with ``"sine"``, 1 of 5 either way. The default stays
+            ``identity_init=False`` all 5; with ``"sine"``, 1 of 5 either way; with ``"learned"``,
+            none either way. The default stays
             ``True``: the course's rule, which the other parts' stored runs use.
 
     Why no position code by default: the module is a plug-in between convolutions, whose
