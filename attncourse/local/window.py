@@ -3,7 +3,10 @@ Liu et al., ICCV 2021), as a plug-in on feature maps. Part V's first module, not
 (``attncourse.create`` does not know it): its chapter is still to be written, and ``torch.export``
 with a dynamic H and W still fails here on guards about the padding to a multiple of M (the
 exporter cannot prove ``4 * ((H + 3) // 4) >= H``, and specialises on one window per row); the
-deploy contract needs that solved (or H, W declared static with the reason) before registration."""
+deploy contract needs that solved (or H, W declared static with the reason) before registration.
+Tried: padding by ``(-H) % M`` (the exporter then cannot prove the padded side divisible by M),
+and windows by ``F.unfold``/``F.fold`` with stride M (exports, but specialises on whether there
+is padding and on one window per axis, inside ``F.pad`` and ``unfold``)."""
 
 from __future__ import annotations
 
