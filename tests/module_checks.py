@@ -1,5 +1,6 @@
-"""Helpers shared by the modules' own tests: random weights, training on a batch of one, and the
-naive 2-D sine position code that MHSA's and linear attention's tests check their option against."""
+"""Helpers shared by the modules' own tests: random weights, training on a batch of one, an ONNX
+round trip, and the naive 2-D sine position code that MHSA's and linear attention's tests check
+their option against."""
 
 from __future__ import annotations
 
@@ -32,6 +33,26 @@ def assert_trains_on_batch_one(m: nn.Module, channels: int, h: int, w: int) -> N
     assert y.shape == x.shape and torch.isfinite(y).all()
     y.square().sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def assert_onnx_equals_eager(m: nn.Module, example: torch.Tensor, dynamic_shapes: dict, shapes, path) -> None:
+    """Export ``m`` to ONNX (dynamo) with ``dynamic_shapes`` for its one input, save it to ``path``,
+    and check onnxruntime's output equals eager within 1e-5 on inputs of each of ``shapes``."""
+    import warnings
+
+    import pytest
+
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(m, (example,), dynamo=True, verbose=False, dynamic_shapes=(dynamic_shapes,))
+    prog.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in shapes:
+        y = torch.randn(shape)
+        out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
+        torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
 
 
 def naive_sine(h, w, c, temperature=10000.0):

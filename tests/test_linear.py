@@ -17,7 +17,7 @@ from attncourse.linear.kernel import elu_feature_map, kernel_attention, kernel_w
 from attncourse.linear.linear import LinearAttention2d
 from attncourse.selfattn.mhsa import MultiHeadSelfAttention2d
 
-from module_checks import naive_sine
+from module_checks import assert_onnx_equals_eager, naive_sine
 
 PHI = {"elu": lambda t: F.elu(t) + 1, "relu": F.relu}
 
@@ -245,22 +245,9 @@ def test_compile_fullgraph_with_sine_one_graph_for_two_shapes():
 
 
 def test_onnx_with_sine_keeps_b_h_and_w_dynamic(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    import warnings
-
     m = _random(LinearAttention2d(16, heads=2, position="sine")).eval()
-    x = torch.randn(2, 16, 6, 5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(m, (x,), dynamo=True, verbose=False,
-                                 dynamic_shapes=({0: Dim("B"), 2: Dim("H"), 3: Dim("W")},))
-    prog.save(str(tmp_path / "linear_sine.onnx"))
-    session = ort.InferenceSession(str(tmp_path / "linear_sine.onnx"), providers=["CPUExecutionProvider"])
-    for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
-        y = torch.randn(shape)
-        out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
-        torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
+    assert_onnx_equals_eager(m, torch.randn(2, 16, 6, 5), {0: Dim("B"), 2: Dim("H"), 3: Dim("W")},
+                             [(3, 16, 9, 4), (1, 16, 1, 1)], tmp_path / "linear_sine.onnx")
 
 
 # ---------------------------------------------------------------- causal forms

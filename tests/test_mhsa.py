@@ -14,7 +14,7 @@ from attncourse.cost import count_flops, count_parameters, peak_memory
 from attncourse.plot import capture_gates
 from attncourse.selfattn.mhsa import MultiHeadSelfAttention2d, sine_position_2d
 
-from module_checks import naive_sine
+from module_checks import assert_onnx_equals_eager, naive_sine
 
 # ---------------------------------------------------------------- the naive derivation
 
@@ -258,21 +258,9 @@ def test_export_with_sine_keeps_h_and_w_dynamic():
 
 
 def test_onnx_with_sine_keeps_h_and_w_dynamic(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    import warnings
-
     m = _random(MultiHeadSelfAttention2d(16, heads=2, position="sine")).eval()
-    x = torch.randn(2, 16, 6, 5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(m, (x,), dynamo=True, verbose=False,
-                                 dynamic_shapes=({0: Dim("B"), 2: Dim("H"), 3: Dim("W")},))
-    prog.save(str(tmp_path / "mhsa_sine.onnx"))
-    session = ort.InferenceSession(str(tmp_path / "mhsa_sine.onnx"))
-    for shape in [(3, 16, 9, 4), (1, 16, 1, 1)]:
-        y = torch.randn(shape)
-        out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
-        torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
+    assert_onnx_equals_eager(m, torch.randn(2, 16, 6, 5), {0: Dim("B"), 2: Dim("H"), 3: Dim("W")},
+                             [(3, 16, 9, 4), (1, 16, 1, 1)], tmp_path / "mhsa_sine.onnx")
 
 
 # ---------------------------------------------------------------- the relative position bias
@@ -313,14 +301,20 @@ def test_one_table_entry_moves_exactly_the_pairs_at_its_offset(dy, dx):
     assert torch.equal(a[0, 1] > 1 / n + 1e-12, want)  # raised exactly at the pairs with that offset
 
 
-def test_with_a_zero_relative_bias_permuting_permutes_and_with_a_learned_one_not():
-    m = _random(MultiHeadSelfAttention2d(16, heads=4, position="relative", size=(5, 6)).double())
+def _table(m):
+    """The learned position table of a module with position="relative" or "learned"."""
+    return m.relative_bias if m.position == "relative" else m.position_embedding
+
+
+@pytest.mark.parametrize("position", ["relative", "learned"])
+def test_with_a_zero_table_permuting_permutes_and_with_a_learned_one_not(position):
+    m = _random(MultiHeadSelfAttention2d(16, heads=4, position=position, size=(5, 6)).double())
     x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
     shuffle = lambda t: t.flatten(2)[:, :, perm].reshape_as(t)  # noqa: E731
     assert not torch.allclose(m(shuffle(x)), shuffle(m(x)))
     with torch.no_grad():
-        m.relative_bias.zero_()  # no bias: the attention of eq. (1), blind to order
+        _table(m).zero_()  # no bias or code: the attention of eq. (1), blind to order
     torch.testing.assert_close(m(shuffle(x)), shuffle(m(x)))
 
 
@@ -377,13 +371,14 @@ def test_identity_init_false_keeps_linear_s_default_and_is_not_the_identity():
     assert not d.proj.weight.any() and not d.proj.bias.any()
 
 
-def test_relative_bias_gets_a_gradient_at_init_only_without_identity_init():
+@pytest.mark.parametrize("position", ["relative", "learned"])
+def test_the_table_gets_a_gradient_at_init_only_without_identity_init(position):
     x = torch.randn(2, 16, 4, 5)
     for identity_init, moves in [(True, False), (False, True)]:
         torch.manual_seed(0)
-        m = MultiHeadSelfAttention2d(16, heads=2, position="relative", size=(4, 5), identity_init=identity_init)
+        m = MultiHeadSelfAttention2d(16, heads=2, position=position, size=(4, 5), identity_init=identity_init)
         m(x).square().sum().backward()
-        assert bool(m.relative_bias.grad.any()) is moves  # through W^O: none while W^O = 0
+        assert bool(_table(m).grad.any()) is moves  # through W^O: none while W^O = 0
         assert bool(m.qkv.weight.grad.any()) is moves  # nor W^Q, W^K, W^V
 
 
@@ -402,7 +397,7 @@ def test_export_with_relative_static_h_w_and_dynamic_batch(position):
 @pytest.mark.parametrize("position", ["relative", "learned"])
 def test_compile_fullgraph_with_relative_one_graph_for_two_batches_and_a_training_step(position):
     m = _random(MultiHeadSelfAttention2d(16, heads=2, position=position, size=(6, 5)))
-    table = m.relative_bias if position == "relative" else m.position_embedding
+    table = _table(m)
     graphs = []
 
     def eager_counting(gm, example_inputs):
@@ -428,20 +423,9 @@ def test_compile_fullgraph_with_relative_one_graph_for_two_batches_and_a_trainin
 
 @pytest.mark.parametrize("position", ["relative", "learned"])
 def test_onnx_with_relative_static_h_w_and_dynamic_batch(tmp_path, position):
-    ort = pytest.importorskip("onnxruntime")
-    import warnings
-
     m = _random(MultiHeadSelfAttention2d(16, heads=2, position=position, size=(6, 5))).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(m, (torch.randn(2, 16, 6, 5),), dynamo=True, verbose=False,
-                                 dynamic_shapes=({0: Dim("B")},))
-    prog.save(str(tmp_path / "mhsa_relative.onnx"))
-    session = ort.InferenceSession(str(tmp_path / "mhsa_relative.onnx"))
-    for b in (3, 1):
-        y = torch.randn(b, 16, 6, 5)
-        out = session.run(None, {session.get_inputs()[0].name: y.numpy()})[0]
-        torch.testing.assert_close(torch.from_numpy(out), m(y), atol=1e-5, rtol=1e-5)
+    assert_onnx_equals_eager(m, torch.randn(2, 16, 6, 5), {0: Dim("B")}, [(3, 16, 6, 5), (1, 16, 6, 5)],
+                             tmp_path / "mhsa_relative.onnx")
 
 
 # ---------------------------------------------------------------- learned absolute code
@@ -469,23 +453,3 @@ def test_learned_starts_as_vit_s_and_counts_h_w_c_parameters():
     assert 0.018 < m.position_embedding.std().item() < 0.022 and abs(m.position_embedding.mean().item()) < 0.002
     assert count_parameters(m) == 4 * c * c + 4 * c + size[0] * size[1] * c
     assert torch.equal(m(torch.zeros(1, c, *size)), torch.zeros(1, c, *size))  # still the identity at the start
-
-
-def test_learned_zeroed_is_blind_to_order_and_learned_is_not():
-    m = _random(MultiHeadSelfAttention2d(16, heads=4, position="learned", size=(5, 6)).double())
-    x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
-    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
-    shuffle = lambda t: t.flatten(2)[:, :, perm].reshape_as(t)  # noqa: E731
-    assert not torch.allclose(m(shuffle(x)), shuffle(m(x)))
-    with torch.no_grad():
-        m.position_embedding.zero_()
-    torch.testing.assert_close(m(shuffle(x)), shuffle(m(x)))
-
-
-def test_learned_code_gets_a_gradient_at_init_only_without_identity_init():
-    x = torch.randn(2, 16, 4, 5)
-    for identity_init, moves in [(True, False), (False, True)]:
-        torch.manual_seed(0)
-        m = MultiHeadSelfAttention2d(16, heads=2, position="learned", size=(4, 5), identity_init=identity_init)
-        m(x).square().sum().backward()
-        assert bool(m.position_embedding.grad.any()) is moves

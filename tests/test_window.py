@@ -9,17 +9,10 @@ import math
 import pytest
 import torch
 from einops import rearrange
-from torch import nn
 
 from attncourse.local.window import WindowAttention2d
 
-
-def _random(m, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
-    return m
+from module_checks import randomised
 
 
 # ------------------------------------------------------- the official code, re-typed for the test
@@ -98,7 +91,7 @@ def to_official_table(m):
 @pytest.mark.parametrize("heads", [1, 2])
 def test_equals_the_official_code_with_copied_weights(shift, heads):
     ws, c = 4, 8
-    m = _random(WindowAttention2d(c, window_size=ws, heads=heads, shift=shift).double())
+    m = randomised(WindowAttention2d(c, window_size=ws, heads=heads, shift=shift), std=0.5)
     x = torch.randn(2, c, 8, 12, dtype=torch.float64)  # 2 x 3 windows, H != W
     want = official_wmsa(rearrange(x, "b c h w -> b h w c"), m.qkv, m.proj, to_official_table(m), heads, ws, shift)
     torch.testing.assert_close(m(x), x + rearrange(want, "b h w c -> b c h w"))
@@ -155,14 +148,14 @@ def naive_window_attention(m, x):
 
 @pytest.mark.parametrize("size, shift", [((8, 8), 0), ((8, 8), 2), ((7, 6), 0), ((7, 6), 2), ((3, 2), 1), ((5, 9), 3)])
 def test_equals_the_definition_one_query_at_a_time(size, shift):
-    m = _random(WindowAttention2d(8, window_size=4, heads=2, shift=shift).double())
+    m = randomised(WindowAttention2d(8, window_size=4, heads=2, shift=shift), std=0.5)
     x = torch.randn(2, 8, *size, dtype=torch.float64)
     torch.testing.assert_close(m(x), naive_window_attention(m, x))
 
 
 def test_without_the_mask_shifted_windows_mix_far_positions():
     """The mask's job: in the window that wraps round, the top and bottom rows are not neighbours."""
-    m = _random(WindowAttention2d(8, window_size=4, heads=2, shift=2).double())
+    m = randomised(WindowAttention2d(8, window_size=4, heads=2, shift=2), std=0.5)
     x = torch.randn(1, 8, 8, 8, dtype=torch.float64, requires_grad=True)
     m(x)[0, :, 0, 0].sum().backward()  # the top-left output position
     touched = (x.grad[0].abs().sum(0) > 1e-20).nonzero().tolist()  # a masked key keeps e^-100 of a weight
@@ -177,7 +170,7 @@ def test_without_the_mask_shifted_windows_mix_far_positions():
 
 
 def test_padding_does_not_reach_real_positions():
-    m = _random(WindowAttention2d(8, window_size=4, heads=2).double())
+    m = randomised(WindowAttention2d(8, window_size=4, heads=2), std=0.5)
     x = torch.randn(1, 8, 6, 5, dtype=torch.float64)
     big = torch.randn(1, 8, 8, 8, dtype=torch.float64)
     big[:, :, :6, :5] = x  # the same map with other values where the padding would be
@@ -221,7 +214,7 @@ def test_bad_input_is_named(bad):
 def test_compile_fullgraph_with_dynamic_shapes():
     """torch.compile captures it in one graph per shape family; torch.export with a dynamic H and W
     does not work yet (see the module's docstring), which keeps the module unregistered."""
-    m = _random(WindowAttention2d(32, window_size=4, shift=2, identity_init=False)).eval()
+    m = randomised(WindowAttention2d(32, window_size=4, shift=2, identity_init=False), std=0.5).float().eval()
     torch._dynamo.reset()
     compiled = torch.compile(m, fullgraph=True, backend="eager")
     for shape in [(2, 32, 8, 12), (3, 32, 9, 5)]:
