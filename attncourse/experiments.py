@@ -72,6 +72,10 @@ class Protocol:
     batch_size: int = 64
     network_kwargs: dict[str, Any] = field(default_factory=dict)
     in_channels: int = 2
+    #: The variants whose seed-0 networks :func:`save` and :func:`merge` store when the run kept
+    #: them (``None``: every variant): the ones the chapters load, so that the stored file does
+    #: not carry networks nobody reads. Not part of :meth:`describe`: it changes no result.
+    networks: tuple[str, ...] | None = None
 
     def data(self) -> Split:
         """The task's data (procedural, seeded)."""
@@ -192,6 +196,7 @@ PROTOCOLS: dict[str, Protocol] = {
         },
         widths=(16, 32, 32),
         network_kwargs={"pool_every": 2, "attn_blocks": [1]},
+        networks=("MHSA", "Non-local", "GC", "GC (r=4)", "DANet", "CCNet"),  # what Part III's chapters load
     ),
     # Part III again, with the shapes farther apart (16 x 16, corners >= 12 pixels apart: they span
     # 15 pixels or more), beyond the receptive field that CBAM's 3 x 3 gate gives (12) and at the
@@ -278,8 +283,16 @@ PROTOCOLS: dict[str, Protocol] = {
         widths=(16, 32, 32),
         network_kwargs={"pool_every": 0, "attn_blocks": [1], "padding_mode": "circular"},
         in_channels=1,
+        networks=("MHSA (relative)",),  # the chapter's pictures and exercise 3
     ),
 }
+
+
+def _seed0_weights(result: Comparison, name: str) -> dict[str, dict[str, torch.Tensor]]:
+    """The first seed's weights of the kept networks that protocol ``name`` stores (its ``networks``)."""
+    keep = protocol(name).networks
+    return {v: {k: t.detach().clone() for k, t in ms[0].state_dict().items()}
+            for v, ms in result.models.items() if keep is None or v in keep}
 
 
 def protocol(name: str) -> Protocol:
@@ -314,12 +327,13 @@ def save(result: Comparison, name: str, path: str | Path | None = None) -> Path:
     """Write ``result`` of protocol ``name`` as JSON, with the protocol and the machine it ran on.
 
     If ``result`` kept its models (``run(..., keep_models=True)``), the first seed's trained
-    weights are written beside it (``<name>.models.pt``), for :func:`load_model`: pictures of
-    what the networks learned, without training them again in a chapter.
+    weights (of the protocol's ``networks``, or all) are written beside it (``<name>.models.pt``),
+    for :func:`load_model`: pictures of what the networks learned, without training them again in
+    a chapter.
     """
     path = Path(path) if path is not None else results_path(name)
-    if result.models:
-        weights = {v: {k: t.detach().clone() for k, t in ms[0].state_dict().items()} for v, ms in result.models.items()}
+    weights = _seed0_weights(result, name) if result.models else {}
+    if weights:
         torch.save({"seed": result.seeds[0], "weights": weights}, path.with_suffix(".models.pt"))
     doc = {
         "protocol": protocol(name).describe(),
@@ -380,9 +394,9 @@ def merge(result: Comparison, name: str, path: str | Path | None = None) -> Path
     if result.models:
         mpath = path.with_suffix(".models.pt")
         stored = torch.load(mpath, map_location="cpu", weights_only=True) if mpath.exists() else {"seed": result.seeds[0], "weights": {}}
-        stored["weights"].update({v: {k: t.detach().clone() for k, t in ms[0].state_dict().items()}
-                                  for v, ms in result.models.items()})
-        stored["weights"] = {v: stored["weights"][v] for v in order if v in stored["weights"]}
+        stored["weights"].update(_seed0_weights(result, name))
+        keep = p.networks
+        stored["weights"] = {v: stored["weights"][v] for v in order if v in stored["weights"] and (keep is None or v in keep)}
         torch.save(stored, mpath)
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path

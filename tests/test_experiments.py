@@ -152,6 +152,24 @@ def test_stored_networks_round_trip_and_stale_ones_are_refused(tmp_path):
         experiments.load_model("channel", "SE (r=4)", tmp_path / "stale.models.pt")
 
 
+def test_only_the_protocols_networks_are_stored(tmp_path, monkeypatch):
+    """A protocol that names its ``networks`` stores those seed-0 networks and no other, on save and merge."""
+    import dataclasses
+
+    p = experiments.protocol("channel")
+    monkeypatch.setitem(experiments.PROTOCOLS, "channel", dataclasses.replace(p, networks=("SE (r=4)",)))
+    nets = {v: p.network(v)() for v in p.variants}
+    hist = {v: [History([0.7] * p.epochs, [0.5] * p.epochs, 1.0)] for v in p.variants}
+    params = {v: sum(t.numel() for t in n.parameters()) for v, n in nets.items()}
+    path = experiments.save(Comparison([0], hist, params, {v: [n] for v, n in nets.items()}), "channel", tmp_path / "channel.json")
+    assert list(torch.load(path.with_suffix(".models.pt"), weights_only=True)["weights"]) == ["SE (r=4)"]
+    again = Comparison([0], {"ECA": hist["ECA"]}, {"ECA": params["ECA"]}, {"ECA": [nets["ECA"]]})
+    experiments.merge(again, "channel", path)
+    assert list(torch.load(path.with_suffix(".models.pt"), weights_only=True)["weights"]) == ["SE (r=4)"]
+    assert experiments.protocol("where").networks == ("MHSA (relative)",)
+    assert all(set(q.networks) <= set(q.variants) for q in experiments.PROTOCOLS.values() if q.networks)
+
+
 @pytest.mark.parametrize("name", [n for n in sorted(experiments.PROTOCOLS) if experiments.models_path(n).exists()])
 def test_stored_networks_are_the_ones_that_made_the_stored_seed_0_numbers(name):
     """Every stored seed-0 network fits the current code and, evaluated now, gives its stored final
