@@ -11,7 +11,7 @@ from torch import nn
 from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
 from .._registry import register
 from ..layers import Gate
-from ..selfattn.mhsa import sine_position_2d
+from ..selfattn.mhsa import check_sine_channels, sine_position_2d
 from .kernel import EPS, RowNormalise, _accumulator, elu_feature_map, kernel_attention_heads
 
 __all__ = ["LinearAttention2d", "FEATURE_MAPS", "POSITIONS"]
@@ -116,11 +116,8 @@ class LinearAttention2d(nn.Module):
         if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0):
             raise ValueError(f"{type(self).__name__} expected eps to be a number > 0, got {eps!r}")
         check_choice(self, "position", position, POSITIONS)
-        if position == "sine" and self.channels % 4:
-            raise ValueError(
-                f"{type(self).__name__} with position='sine' expected channels divisible by 4 (a sin and a "
-                f"cos per frequency, for rows and for columns), got channels={self.channels}"
-            )
+        if position == "sine":
+            check_sine_channels(self, self.channels)
         self.bias = bool(bias)
         self.feature_map = feature_map
         self.eps = float(eps)

@@ -16,6 +16,7 @@ from einops import rearrange
 from torch import nn
 
 from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
+from ..selfattn.mhsa import relative_index
 
 __all__ = ["WindowAttention2d"]
 
@@ -104,10 +105,8 @@ class WindowAttention2d(nn.Module):
                 nn.init.zeros_(self.proj.bias)
         self.relative_bias = nn.Parameter(torch.empty(self.heads, 2 * m - 1, 2 * m - 1))  # B: one table per head
         nn.init.trunc_normal_(self.relative_bias, std=0.02)  # as the official relative_position_bias_table
-        y, x = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
-        y, x = y.reshape(-1), x.reshape(-1)  # (M²,): each token's row and column in its window, (m1 m2) order
-        index = (y[None, :] - y[:, None] + m - 1) * (2 * m - 1) + (x[None, :] - x[:, None] + m - 1)  # key - query
-        self.register_buffer("relative_index", index, persistent=False)
+        # the entry each query reads for each key of its window, (m1 m2) order, offset key - query
+        self.register_buffer("relative_index", relative_index(m, m), persistent=False)
 
     def _mask(self, h: int, w: int, nh: int, nw: int, device: torch.device) -> torch.Tensor:
         """(nW, 1, M², M²): MASK_VALUE where the key is in another region of the rolled map, or is

@@ -12,7 +12,7 @@ from .._checks import check_channels, check_choice, check_divisible, check_input
 from .._registry import register
 from ..layers import Gate
 
-__all__ = ["MultiHeadSelfAttention2d", "sine_position_2d"]
+__all__ = ["MultiHeadSelfAttention2d", "sine_position_2d", "relative_index"]
 
 #: The positional options: none (the paper's attention, blind to order), DETR's 2-D sine code, a
 #: learned relative position bias on the logits (the course's option, in the style of Swin's), or a
@@ -48,6 +48,26 @@ def sine_position_2d(
     half = 2 * f
     pos = torch.cat([py[:, None, :].expand(h, w, half), px[None, :, :].expand(h, w, half)], dim=-1)  # [y; x]
     return pos.reshape(h * w, channels)  # "h w c -> (h w) c"
+
+
+def check_sine_channels(module: nn.Module, channels: int) -> None:
+    """The sine code needs C divisible by 4; raise the module's ``ValueError`` otherwise."""
+    if channels % 4:
+        raise ValueError(
+            f"{type(module).__name__} with position='sine' expected channels divisible by 4 (a sin and a "
+            f"cos per frequency, for rows and for columns), got channels={channels}"
+        )
+
+
+def relative_index(h: int, w: int) -> torch.Tensor:
+    """``(N, N)``, N = H·W in ``(h w)`` order: the entry of a flattened (2H−1) × (2W−1) table of
+    relative biases that the query n reads for the key m, at the offset key − query,
+    ``(y_m − y_n + H − 1) (2W − 1) + (x_m − x_n + W − 1)``."""
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    y, x = y.reshape(-1), x.reshape(-1)  # (N,): each position's row and column, in (h w) order
+    dy = y[None, :] - y[:, None] + h - 1  # (N, N): row_key - row_query + H - 1, in [0, 2H-2]
+    dx = x[None, :] - x[:, None] + w - 1  # (N, N): col_key - col_query + W - 1, in [0, 2W-2]
+    return dy * (2 * w - 1) + dx
 
 
 @register("mhsa")
@@ -156,11 +176,8 @@ class MultiHeadSelfAttention2d(nn.Module):
         check_divisible(self, "channels", self.channels, "heads", self.heads)
         check_choice(self, "bias", bias, (True, False))
         check_choice(self, "position", position, POSITIONS)
-        if position == "sine" and self.channels % 4:
-            raise ValueError(
-                f"{type(self).__name__} with position='sine' expected channels divisible by 4 (a sin and a "
-                f"cos per frequency, for rows and for columns), got channels={self.channels}"
-            )
+        if position == "sine":
+            check_sine_channels(self, self.channels)
         check_choice(self, "identity_init", identity_init, (True, False))
         if position in _SIZED and size is None:
             table = "the bias table has shape (heads, 2H-1, 2W-1)" if position == "relative" else "one code per position"
@@ -192,11 +209,7 @@ class MultiHeadSelfAttention2d(nn.Module):
         if position == "relative":
             h, w = size
             self.relative_bias = nn.Parameter(torch.zeros(self.heads, 2 * h - 1, 2 * w - 1))  # B, one table per head
-            y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-            y, x = y.reshape(-1), x.reshape(-1)  # (N,): each position's row and column, in (h w) order
-            dy = y[None, :] - y[:, None] + h - 1  # (N, N): row_key - row_query + H - 1, in [0, 2H-2]
-            dx = x[None, :] - x[:, None] + w - 1  # (N, N): col_key - col_query + W - 1, in [0, 2W-2]
-            self.register_buffer("relative_index", dy * (2 * w - 1) + dx, persistent=False)  # into the flat table
+            self.register_buffer("relative_index", relative_index(h, w), persistent=False)  # into the flat table
         if position == "learned":
             h, w = size
             self.position_embedding = nn.Parameter(torch.empty(h * w, self.channels))  # P: one code per position, (h w)
