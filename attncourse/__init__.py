@@ -12,7 +12,7 @@ short name::
 
 from __future__ import annotations
 
-from . import channel, hybrid, linear, selfattn
+from . import channel, hybrid, linear, local, selfattn
 from ._registry import available, create, get, register
 from .channel import ECA, SelectiveKernel, SimAM, SqueezeExcite
 from .hybrid import BAM, CBAM, EMA, GAM, SCSE, CoordAttention, ShuffleAttention, TripletAttention
@@ -26,6 +26,7 @@ from .selfattn import (
     PositionAttention,
 )
 from .linear import ExternalAttention, FocusedLinearAttention2d, LinearAttention2d
+from .local import WindowAttention2d
 from .cost import count_flops, count_parameters
 from .layers import Gate
 from .show import show_source
@@ -60,6 +61,7 @@ __all__ = [
     "LinearAttention2d",
     "ExternalAttention",
     "FocusedLinearAttention2d",
+    "WindowAttention2d",
     "count_parameters",
     "count_flops",
     "show_source",

@@ -285,6 +285,56 @@ PROTOCOLS: dict[str, Protocol] = {
         in_channels=1,
         networks=("MHSA (relative)",),  # the chapter's pictures and exercise 3
     ),
+    # Part V, local attention, on a task where locality matters: Part II's cued_bars (the orientation
+    # of the cued bar among five distractors, 16 x 16), Part III's network shape with one attention
+    # module after the second block's BN (32 channels at full resolution, 256 tokens). Windows of
+    # M = 6 (padded to 18 x 18: 9 windows), two heads of width 16 for the modules that have heads.
+    "local": Protocol(
+        name="local",
+        task="cued_bars",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0},
+        variants={
+            "baseline": (None, {}),
+            "CBAM (r=4)": ("cbam", {"reduction": 4}),
+            "MHSA": ("mhsa", {"heads": 2}),
+            "Window (M=6)": ("window", {"window_size": 6, "heads": 2}),
+            "Outlook": ("outlook", {"heads": 2}),
+            "CoT": ("cot", {}),
+            "HAB (M=6)": ("hab", {"window_size": 6, "heads": 2}),
+            "OCAB (M=6)": ("ocab", {"window_size": 6, "heads": 2}),
+            "MaSA": ("masa", {"heads": 2}),
+            "MaSA (decomposed)": ("masa", {"heads": 2, "decomposed": True}),
+        },
+        widths=(16, 32),
+        network_kwargs={"attn_blocks": [1]},
+        networks=("Window (M=6)", "Outlook", "CoT", "HAB (M=6)", "OCAB (M=6)", "MaSA"),
+    ),
+    # Part V on the relational question of Part III's "where" chapter (same task, network and budget
+    # as the protocol "where"): can a module that looks locally still tell side by side from one
+    # above the other, 9 pixels apart on an 18 x 18 torus? Windows of M = 6 (3 x 3 windows) and, as
+    # the control, M = 18 (one window: the whole map, MHSA with Swin's relative bias); four heads as
+    # Part III's MHSA (relative), which is here again as the reference.
+    "local_where": Protocol(
+        name="local_where",
+        task="side_by_side",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0, "size": 18, "distance": 9},
+        variants={
+            "baseline": (None, {}),
+            "MHSA (relative)": ("mhsa", {"heads": 4, "position": "relative", "size": [18, 18]}),
+            "Window (M=6)": ("window", {"window_size": 6, "heads": 4}),
+            "Window (M=18)": ("window", {"window_size": 18, "heads": 4}),
+            "Outlook": ("outlook", {"heads": 4}),
+            "CoT": ("cot", {}),
+            "HAB (M=6)": ("hab", {"window_size": 6, "heads": 4}),
+            "OCAB (M=6)": ("ocab", {"window_size": 6, "heads": 4}),
+            "MaSA": ("masa", {"heads": 4}),
+            "MaSA (decomposed)": ("masa", {"heads": 4, "decomposed": True}),
+        },
+        widths=(16, 32, 32),
+        network_kwargs={"pool_every": 0, "attn_blocks": [1], "padding_mode": "circular"},
+        in_channels=1,
+        networks=("Window (M=6)", "Window (M=18)", "OCAB (M=6)", "MaSA"),
+    ),
 }
 
 
@@ -297,7 +347,7 @@ def _seed0_weights(result: Comparison, name: str) -> dict[str, dict[str, torch.T
 
 def protocol(name: str) -> Protocol:
     """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` and ``"hybrid2"`` (Part II), ``"selfattn"`` and
-    ``"selfattn_far"`` and ``"where"`` (Part III), ``"linear"`` (Part IV)."""
+    ``"selfattn_far"`` and ``"where"`` (Part III), ``"linear"`` (Part IV), ``"local"`` and ``"local_where"`` (Part V)."""
     if name not in PROTOCOLS:
         raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]

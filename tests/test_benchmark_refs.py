@@ -95,6 +95,9 @@ def test_reference_equals_module_float32(name):
         # by 5e-4). Smaller queries keep the comparison meaningful; the float64 test keeps the full scale.
         with torch.no_grad():
             m.theta.weight.mul_(0.05)
+    if name == "window":  # the same one-hot softmax from std-0.5 query/key weights (logits spread ~100)
+        with torch.no_grad():
+            m.qkv.weight.mul_(0.05)
     # float32 rounding through batch statistics: the float64 test above is the strict one
     refs.check_reference(m, refs.reference_for(m), torch.randn(2, 64, 6, 9), rtol=1e-3, atol=1e-4)
 

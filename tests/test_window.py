@@ -1,6 +1,7 @@
 """Window attention (Swin): equal to the official code re-typed, to a per-query derivation of the
-definition (windows, shift, regions, padding), and its input checks. The module is not registered
-until Part V's chapter exists, so the deploy contract is checked here directly."""
+definition (windows, shift, regions, padding), its weights through the gate, and its input checks.
+The module contract and the deploy contract (H, W exported static, as declared) are checked for
+every registered module in test_contract.py and test_deploy.py."""
 
 from __future__ import annotations
 
@@ -212,8 +213,8 @@ def test_bad_input_is_named(bad):
 
 
 def test_compile_fullgraph_with_dynamic_shapes():
-    """torch.compile captures it in one graph per shape family; torch.export with a dynamic H and W
-    does not work yet (see the module's docstring), which keeps the module unregistered."""
+    """torch.compile captures it in one graph per shape family (torch.export with a dynamic H and W
+    does not work: the module declares them static, see its docstring)."""
     m = randomised(WindowAttention2d(32, window_size=4, shift=2, identity_init=False), std=0.5).float().eval()
     torch._dynamo.reset()
     compiled = torch.compile(m, fullgraph=True, backend="eager")
@@ -221,3 +222,29 @@ def test_compile_fullgraph_with_dynamic_shapes():
         y = torch.randn(shape)
         torch.testing.assert_close(compiled(y), m(y))
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("shift", [0, 2])
+def test_attention_weights_through_the_gate_give_the_output(shift):
+    """attention(x) returns the softmax rows (summing to 1, zero on masked keys) that forward uses."""
+    m = randomised(WindowAttention2d(32, window_size=4, heads=2, shift=shift, identity_init=False), std=0.3).double()
+    x = torch.randn(2, 32, 7, 9, dtype=torch.float64)
+    a = m.attention(x)  # (B, nW, heads, M², M²)
+    assert a.shape == (2, 2 * 3, 2, 16, 16)
+    torch.testing.assert_close(a.sum(-1), torch.ones_like(a.sum(-1)))
+    seen = []
+    hook = m.gate.register_forward_hook(lambda mod, inp, out: seen.append(out))
+    m.attention(x)
+    hook.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], rearrange(a, "b n h t u -> (b n) h t u"))
+    # the output from these weights, by hand: windows of the padded, rolled map
+    t = torch.nn.functional.pad(rearrange(x, "b c h w -> b h w c"), (0, 0, 0, 3, 0, 1))
+    t = torch.roll(t, (-shift, -shift), (1, 2))
+    win = rearrange(t, "b (nh m1) (nw m2) c -> b (nh nw) (m1 m2) c", m1=4, m2=4)
+    v = rearrange(m.qkv(win)[..., 64:], "b n t (h d) -> b n h t d", h=2)
+    o = m.proj(rearrange(a @ v, "b n h t d -> b n t (h d)"))
+    o = rearrange(o, "b (nh nw) (m1 m2) c -> b (nh m1) (nw m2) c", nh=2, m1=4)
+    o = torch.roll(o, (shift, shift), (1, 2))[:, :7, :9]
+    torch.testing.assert_close(m(x), x + rearrange(o, "b h w c -> b c h w"))
+    if shift == 0:  # the last window's last key is padding (row 7 of 8, column 11 of 12): never attended
+        assert (a[0, -1, :, :, -1] < 1e-30).all() and (a[0, -1, :, :, 0] > 1e-30).all()

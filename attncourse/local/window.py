@@ -1,12 +1,5 @@
 """Window multi-head self-attention with a relative position bias, shifted or not (Swin Transformer,
-Liu et al., ICCV 2021), as a plug-in on feature maps. Part V's first module, not registered yet
-(``attncourse.create`` does not know it): its chapter is still to be written, and ``torch.export``
-with a dynamic H and W still fails here on guards about the padding to a multiple of M (the
-exporter cannot prove ``4 * ((H + 3) // 4) >= H``, and specialises on one window per row); the
-deploy contract needs that solved (or H, W declared static with the reason) before registration.
-Tried: padding by ``(-H) % M`` (the exporter then cannot prove the padded side divisible by M),
-and windows by ``F.unfold``/``F.fold`` with stride M (exports, but specialises on whether there
-is padding and on one window per axis, inside ``F.pad`` and ``unfold``)."""
+Liu et al., ICCV 2021), as a plug-in on feature maps: Part V's first module (``"window"``)."""
 
 from __future__ import annotations
 
@@ -16,6 +9,8 @@ from einops import rearrange
 from torch import nn
 
 from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
+from .._registry import register
+from ..layers import Gate
 from ..selfattn.mhsa import relative_index
 
 __all__ = ["WindowAttention2d"]
@@ -34,6 +29,7 @@ def _regions(n: int, window: int, shift: int, device: torch.device) -> torch.Ten
     return (r >= n - window).long() + (r >= n - shift).long()
 
 
+@register("window")
 class WindowAttention2d(nn.Module):
     r"""Multi-head self-attention inside M × M windows, with Swin's learned relative position bias
     and, with ``shift > 0``, Swin's shifted windows: ``x + W-MSA(x)`` (or SW-MSA) on a ``(B, C, H, W)`` map.
@@ -70,7 +66,24 @@ class WindowAttention2d(nn.Module):
 
     Shapes: ``(B, C, H, W)`` → ``(B, C, H, W)``, any H, W ≥ 1. Parameters:
     ``4C² + 4C`` (with biases) plus ``heads · (2M − 1)²``.
+
+    ``forward`` computes the attention with ``F.scaled_dot_product_attention`` (bias and mask as
+    its additive ``attn_mask``); ``attention(x)`` returns the weights of every window through the
+    module's ``gate`` (``Gate(nn.Softmax(dim=-1))``), for pictures and hooks.
+
+    Export: H and W are exported static, because the padding to a multiple of M and the number of
+    windows are computed from H and W (the official classification code fixes the input resolution
+    when the block is built, and builds its mask once for it). ``torch.compile(dynamic=True)``
+    handles a new H and W with one recompile per shape family; ``torch.export`` with a symbolic H, W
+    fails on guards the exporter cannot prove (``M * ceil(H / M) >= H``, one window per axis or
+    more). Tried without success: padding by ``(-H) % M``, ``torch._check`` hints on the padding,
+    and windows by ``F.unfold``/``F.fold`` (which specialise inside ``F.pad`` and ``unfold``).
     """
+
+    export_static_dims = {
+        "H": "the padding to a multiple of M and the number of windows are computed from H and W",
+        "W": "the padding to a multiple of M and the number of windows are computed from H and W",
+    }
 
     def __init__(
         self, channels: int, *, window_size: int = 7, heads: int | None = None, shift: int = 0,
@@ -107,6 +120,7 @@ class WindowAttention2d(nn.Module):
         nn.init.trunc_normal_(self.relative_bias, std=0.02)  # as the official relative_position_bias_table
         # the entry each query reads for each key of its window, (m1 m2) order, offset key - query
         self.register_buffer("relative_index", relative_index(m, m), persistent=False)
+        self.gate = Gate(nn.Softmax(dim=-1), kind="attention")  # the softmax, used by attention(x)
 
     def _mask(self, h: int, w: int, nh: int, nw: int, device: torch.device) -> torch.Tensor:
         """(nW, 1, M², M²): MASK_VALUE where the key is in another region of the rolled map, or is
@@ -124,7 +138,9 @@ class WindowAttention2d(nn.Module):
         masked = (region[:, None, :] != region[:, :, None]) | pad[:, None, :]  # (nW, queries, keys)
         return (masked.to(torch.float32) * MASK_VALUE)[:, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _windows(self, x: torch.Tensor):
+        """The rolled, padded map's windows and their q, k, v: ``(B nW, heads, M², d)`` each, the
+        additive bias + mask ``(B nW, heads, M², M²)`` and the sizes (b, h, w, nh, nw)."""
         check_input(self, x, self.channels)
         b, c, h, w = x.shape
         m, s = self.window_size, self.shift
@@ -135,14 +151,25 @@ class WindowAttention2d(nn.Module):
         if s:
             t = torch.roll(t, shifts=(-s, -s), dims=(1, 2))  # the cyclic shift
         win = t.reshape(b, nh, m, nw, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, nh * nw, m * m, c)  # the windows
-        q, k, v = rearrange(self.qkv(win), "b n t (three h d) -> three b n h t d", three=3, h=self.heads)
+        q, k, v = rearrange(self.qkv(win), "b n t (three h d) -> three (b n) h t d", three=3, h=self.heads)
         bias = self.relative_bias.flatten(1)[:, self.relative_index]  # (heads, M², M²)
         full = bias + self._mask(h, w, nh, nw, x.device).to(bias.dtype)  # (nW, heads, M², M²)
-        q, k, v = (rearrange(t_, "b n h t d -> (b n) h t d") for t_ in (q, k, v))  # windows into the batch
         full = full.repeat(b, 1, 1, 1).to(q.dtype)  # (B nW, heads, M², M²): no broadcast over the windows
+        return q, k, v, full, (b, h, w, nh, nw)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights ``softmax(Q K^T / sqrt(d) + B + mask)`` of every window and head,
+        ``(B, nW, heads, M², M²)`` (windows in row-major order of the padded, rolled map; tokens
+        (m1 m2) inside a window), rows summing to 1."""
+        q, k, _, full, (b, *_) = self._windows(x)
+        logits = q @ k.transpose(-2, -1) * self.head_dim**-0.5 + full
+        return rearrange(self.gate(logits), "(b n) h t u -> b n h t u", b=b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v, full, (b, h, w, nh, nw) = self._windows(x)
+        m, s, c = self.window_size, self.shift, self.channels
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=full)  # (B nW, heads, M², d)
-        o = rearrange(o, "(b n) h t d -> b n h t d", b=b)
-        o = self.proj(rearrange(o, "b n h t d -> b n t (h d)"))
+        o = self.proj(rearrange(o, "(b n) h t d -> b n t (h d)", b=b))
         o = o.reshape(b, nh, nw, m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, nh * m, nw * m, c)
         if s:
             o = torch.roll(o, shifts=(s, s), dims=(1, 2))
