@@ -13,6 +13,10 @@ Three tables:
   it is timed; module and reference then run interleaved (ABBA order, blocks of passes, the
   minimum over blocks of each block's median), so that load drifting on a shared machine hits
   both alike.
+- ``local``: Part V's targets for window attention (issue 20): ``WindowAttention2d`` at Swin-T's
+  first stage (56 x 56, C = 96, M = 7, 3 heads, batch 8) against the official-code reference,
+  forward+backward (target: ratio <= 1.05), and the log-log slope of its time over maps of
+  28², 56², 112² at fixed M (target <= 1.2: linear in N).
 - ``linear``: Part IV's targets at N = 16,384 tokens (``attncourse.linear.sweep.targets``): linear
   attention's step against ``scaled_dot_product_attention`` and the naive softmax, the
   ``LinearAttention2d`` module against Part III's MHSA, and how peak memory grows with N.
@@ -23,7 +27,7 @@ The references live in ``tools/refs/<part>.py``, one file per part of the packag
 ``tests/test_benchmark_refs.py`` checks every one of them against its module, so they cannot
 drift. Every registered mechanism must have one.
 
-Options: ``--threads`` (torch threads), ``--table costs|refs|linear|all``, ``--only`` names,
+Options: ``--threads`` (torch threads), ``--table costs|refs|local|linear|all``, ``--only`` names,
 ``--overhead`` (also time each module with its input checks and gates stripped out),
 ``--clock cpu`` (the process's CPU time instead of wall time; steadier on a busy machine
 with ``--threads 1``, meaningless with several threads that spin while they wait).
@@ -223,6 +227,27 @@ def linear_targets(repeats: int) -> None:
     print()
 
 
+def local_targets(blocks: int, per_block: int) -> None:
+    """Part V's window-attention targets: the module against its reference at Swin-T's first stage,
+    and how its time grows with the map at fixed M (forward+backward, interleaved timing)."""
+    torch.manual_seed(0)
+    module = attncourse.create("window", 96)  # M = 7, 3 heads of 32
+    ref = reference_for(module)
+    x = torch.randn(8, 96, 56, 56)
+    check_reference(copy.deepcopy(module).double(), copy.deepcopy(ref).double(), x[:1].double())
+    t_mod, t_ref = time_interleaved([module, ref], x, blocks=blocks, per_block=per_block)
+    ratio = t_mod / t_ref
+    print(f"{'window (8, 96, 56, 56), M = 7':<40} module {1e3 * t_mod:8.2f} ms, reference {1e3 * t_ref:8.2f} ms, "
+          f"ratio {ratio:.3f} (target <= 1.05)  {'ok' if ratio <= 1.05 else 'MISSED'}")
+    sides, times = [28, 56, 112], []
+    for side in sides:
+        (t,) = time_interleaved([module], torch.randn(2, 96, side, side), blocks=blocks, per_block=per_block)
+        times.append(t)
+        print(f"  (2, 96, {side}, {side}): {1e3 * t:8.2f} ms")
+    slope = math.log(times[-1] / times[0]) / math.log(sides[-1] ** 2 / sides[0] ** 2)
+    print(f"  log-log slope of time in N over 28² ... 112²: {slope:.3f} (target <= 1.2)  {'ok' if slope <= 1.2 else 'MISSED'}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10, help="passes per figure in the costs table")
@@ -232,7 +257,7 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time (default), or the process's CPU time: with --threads 1 on a busy "
                              "machine, CPU time leaves out the time the process waits for a core")
-    parser.add_argument("--table", choices=["costs", "refs", "linear", "all"], default="all")
+    parser.add_argument("--table", choices=["costs", "refs", "local", "linear", "all"], default="all")
     parser.add_argument("--overhead", action="store_true", help="also time each module without checks and gates")
     parser.add_argument("--only", nargs="*", default=None, help="mechanism names (default: all)")
     args = parser.parse_args()
@@ -251,6 +276,9 @@ def main() -> None:
         if args.overhead:
             overhead_micro()
         compare(names, REF_SHAPES, blocks=args.blocks, per_block=args.per_block, overhead=args.overhead)
+    if args.table in ("local", "all"):
+        print("Part V targets: window attention, forward+backward, float32, interleaved\n")
+        local_targets(args.blocks, args.per_block)
     if args.table in ("linear", "all"):
         print("Part IV targets: N = 16,384 tokens (128 x 128), d = 64, one head, batch 1, float32, forward; "
               "median of 5 passes\n")
