@@ -116,6 +116,54 @@ def _window(m):
 # --- end window ---
 
 # --- outlook ---
+import math  # noqa: E402  (the official code's math.ceil)
+
+
+class OutlookAttentionRef(nn.Module):
+    """Outlook attention as the official code writes it (sail-sg/volo, ``models/volo.py``, class
+    ``OutlookAttention.forward``; timm's ``timm/models/volo.py`` is the same): tokens (B, H, W, C),
+    ``v`` Linear, ``nn.Unfold(K, padding, stride)`` reshaped to (B, heads, N, K², d), weights from
+    ``nn.AvgPool2d(stride, stride, ceil_mode=True)`` through the ``attn`` Linear reshaped to
+    (B, heads, N, K², K²), ``* scale``, softmax, ``attn @ v``, ``F.fold`` back to (H, W), ``proj``
+    Linear; dropout (0 in VOLO) left out. As a plug-in: ``x.permute(0, 2, 3, 1)`` in, the residual
+    added back on (B, C, H, W), as the Outlooker adds it (without its LayerNorm and MLP)."""
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: int, padding: int, stride: int, qkv_bias: bool,
+                 qk_scale: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.kernel_size = kernel_size
+        self.padding = padding
+        self.stride = stride
+        self.scale = qk_scale
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.attn = nn.Linear(dim, kernel_size**4 * num_heads)
+        self.proj = nn.Linear(dim, dim)
+        self.unfold = nn.Unfold(kernel_size=kernel_size, padding=padding, stride=stride)
+        self.pool = nn.AvgPool2d(kernel_size=stride, stride=stride, ceil_mode=True)
+
+    def forward(self, x0):
+        x = x0.permute(0, 2, 3, 1)
+        B, H, W, C = x.shape
+        v = self.v(x).permute(0, 3, 1, 2)  # B, C, H, W
+        h, w = math.ceil(H / self.stride), math.ceil(W / self.stride)
+        v = self.unfold(v).reshape(B, self.num_heads, C // self.num_heads, self.kernel_size * self.kernel_size,
+                                   h * w).permute(0, 1, 4, 3, 2)  # B, heads, N, kxk, C/heads
+        attn = self.pool(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        attn = self.attn(attn).reshape(B, h * w, self.num_heads, self.kernel_size * self.kernel_size,
+                                       self.kernel_size * self.kernel_size).permute(0, 2, 1, 3, 4)  # B, heads, N, kxk, kxk
+        attn = attn * self.scale
+        attn = attn.softmax(dim=-1)
+        x = (attn @ v).permute(0, 1, 4, 3, 2).reshape(B, C * self.kernel_size * self.kernel_size, h * w)
+        x = F.fold(x, output_size=(H, W), kernel_size=self.kernel_size, padding=self.padding, stride=self.stride)
+        x = self.proj(x.permute(0, 2, 3, 1))
+        return x0 + x.permute(0, 3, 1, 2)
+
+
+@_reference("outlook")
+def _outlook(m):
+    return _copy(OutlookAttentionRef(m.channels, m.heads, m.kernel_size, m.kernel_size // 2, m.stride, m.qkv_bias,
+                                     m.scale), m)
 # --- end outlook ---
 
 # --- cot ---
