@@ -56,7 +56,7 @@ class ContextualTransformer2d(nn.Module):
         (c) values            V  = BN(W_v X)                         W_v: 1 × 1, C → C
         (d) dynamic context   K² = swish(BN(V ⊛ A))
             V ⊛ A at (y, x), channel c: Σ_{i,j} A[c mod C/s, (i, j), y, x] · V[c, y + i − p, x + j − p]
-        (e) fusion            s = GAP(K¹ + K²);  z = W_2 ReLU(BN(W_1 s));  (α_c, β_c) = softmax(z_{2c}, z_{2c+1})
+        (e) fusion            u = GAP(K¹ + K²);  z = W_2 ReLU(BN(W_1 u));  (α_c, β_c) = softmax(z_{2c}, z_{2c+1})
                               Y = α ⊙ K² + β ⊙ K¹
 
     The two gates: ``self.local_gate`` is (b)'s GroupNorm (C/s groups, each the k² weights of one
@@ -186,8 +186,8 @@ class ContextualTransformer2d(nn.Module):
         k1 = self.key_embed(x)  # (a): static context, (B, C, H, W)
         a = rearrange(self._weights(x, k1), "b (g kk) h w -> b g kk h w", g=self.maps)  # (b)
         k2 = self.act(self.bn(local_aggregation(self.value(x), a)))  # (c), (d): dynamic context
-        s = (k1 + k2).sum(dim=(2, 3)) / (h * w)  # (e): GAP(K¹ + K²), (B, C); a sum / HW, as SK
-        z = rearrange(self.se(s), "b (c r) -> b r c", r=2)  # the code's view(B, C, radix): z_{2c + r}
+        u = (k1 + k2).sum(dim=(2, 3)) / (h * w)  # (e): u = GAP(K¹ + K²), (B, C); a sum / HW, as SK
+        z = rearrange(self.se(u), "b (c r) -> b r c", r=2)  # the code's view(B, C, radix): z_{2c + r}
         wts = self.gate(z)  # (B, 2, C): softmax over the branches, per channel
         return wts[:, 0, :, None, None] * k2 + wts[:, 1, :, None, None] * k1  # Y = α K² + β K¹
 
