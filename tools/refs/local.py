@@ -240,6 +240,158 @@ def _cot(m):
 # --- end cot ---
 
 # --- hat ---
+class HATChannelAttentionRef(nn.Module):
+    """RCAN's channel attention as HAT writes it (XPixelGroup/HAT, ``hat/archs/hat_arch.py``,
+    ``ChannelAttention``): AdaptiveAvgPool2d, 1x1 conv, ReLU, 1x1 conv, Sigmoid, ``x * y``."""
+
+    def __init__(self, num_feat: int, squeezed: int) -> None:
+        super().__init__()
+        self.attention = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(num_feat, squeezed, 1, padding=0), nn.ReLU(inplace=True),
+            nn.Conv2d(squeezed, num_feat, 1, padding=0), nn.Sigmoid())
+
+    def forward(self, x):
+        y = self.attention(x)
+        return x * y
+
+
+class HABRef(nn.Module):
+    """The attention half of HAT's HAB as the official code writes it (XPixelGroup/HAT,
+    ``hat/archs/hat_arch.py``, ``HAB.forward`` without ``norm1`` and the MLP: ``shortcut +
+    attn_x + conv_x * conv_scale``, with ``CAB`` as an ``nn.Sequential`` of conv 3x3, GELU, conv 3x3
+    and ``ChannelAttention``). HAT's ``WindowAttention`` is Swin's, so its W-MSA (with the roll,
+    partition, mask and reverse) is ``WindowAttentionRef`` above, which also pads to a multiple of M
+    and masks the padding keys as the module does (HAT itself needs H, W divisible by M). The
+    hidden widths are the module's (``C // β`` and ``C // γ`` floored at 1; HAT writes the
+    divisions)."""
+
+    def __init__(self, dim: int, window_size: int, num_heads: int, shift_size: int, conv_scale: float,
+                 hidden: int, squeezed: int) -> None:
+        super().__init__()
+        self.conv_scale = conv_scale
+        self.attn = WindowAttentionRef(dim, window_size, num_heads, shift_size, True)  # returns shortcut + attn_x
+        self.conv_block = nn.Sequential(
+            nn.Conv2d(dim, hidden, 3, 1, 1), nn.GELU(), nn.Conv2d(hidden, dim, 3, 1, 1),
+            HATChannelAttentionRef(dim, squeezed))
+
+    def forward(self, x):
+        conv_x = self.conv_block(x)
+        return self.attn(x) + conv_x * self.conv_scale
+
+
+@_reference("hab")
+def _hab(m):
+    ref = HABRef(m.channels, m.window_size, m.heads, m.shift, m.alpha, m.cab.hidden, m.cab.squeezed)
+    ref.attn = _window(m.attn)  # W-MSA: the window reference's own weight copy
+    with torch.no_grad():
+        for dst, src in [(ref.conv_block[0], m.cab.conv1), (ref.conv_block[2], m.cab.conv2),
+                         (ref.conv_block[3].attention[1], m.cab.down), (ref.conv_block[3].attention[3], m.cab.up)]:
+            dst.load_state_dict(src.state_dict())
+    return ref
+
+
+def _hat_window_partition(x, window_size):
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c)
+
+
+def _hat_window_reverse(windows, window_size, h, w):
+    b = int(windows.shape[0] / (h * w / window_size / window_size))
+    x = windows.view(b, h // window_size, w // window_size, window_size, window_size, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
+
+
+def _hat_rpi_oca(window_size, overlap_ratio):
+    """``HAT.calculate_rpi_oca`` (``hat/archs/hat_arch.py``), as written there (its negative
+    entries index the table from its end)."""
+    window_size_ori = window_size
+    window_size_ext = window_size + int(overlap_ratio * window_size)
+    coords_ori = torch.stack(torch.meshgrid([torch.arange(window_size_ori), torch.arange(window_size_ori)], indexing="ij"))
+    coords_ori_flatten = torch.flatten(coords_ori, 1)
+    coords_ext = torch.stack(torch.meshgrid([torch.arange(window_size_ext), torch.arange(window_size_ext)], indexing="ij"))
+    coords_ext_flatten = torch.flatten(coords_ext, 1)
+    relative_coords = coords_ext_flatten[:, None, :] - coords_ori_flatten[:, :, None]
+    relative_coords = relative_coords.permute(1, 2, 0).contiguous()
+    relative_coords[:, :, 0] += window_size_ori - window_size_ext + 1
+    relative_coords[:, :, 1] += window_size_ori - window_size_ext + 1
+    relative_coords[:, :, 0] *= window_size_ori + window_size_ext - 1
+    return relative_coords.sum(-1)
+
+
+class OCABRef(nn.Module):
+    """HAT's OCAB as the official code writes it (XPixelGroup/HAT, ``hat/archs/hat_arch.py``,
+    ``OCAB.forward`` without ``norm1`` and the MLP; its ``((M + M_o - 1)^2, heads)`` table read with
+    ``HAT.calculate_rpi_oca``): qkv Linear on (b, h, w, c), ``permute(3, 0, 4, 1, 2)``, queries by
+    ``window_partition``, keys and values by ``nn.Unfold(M_o, stride=M, padding=(M_o - M) // 2)``
+    (its einops ``rearrange`` written as ``view`` and ``permute``), ``q * scale @ k^T`` + bias,
+    softmax, ``@ v``, ``window_reverse``, proj, + shortcut; on (B, C, H, W). For sizes that M does
+    not divide, the projected q, k, v are zero-padded at the bottom and right (the module's rule:
+    every key outside the map is a zero key with a zero value, as the unfold's own padding)."""
+
+    def __init__(self, dim: int, window_size: int, overlap_ratio: float, num_heads: int) -> None:
+        super().__init__()
+        self.dim, self.window_size, self.num_heads = dim, window_size, num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.overlap_win_size = int(window_size * overlap_ratio) + window_size
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.unfold = nn.Unfold(kernel_size=(self.overlap_win_size, self.overlap_win_size), stride=window_size,
+                                padding=(self.overlap_win_size - window_size) // 2)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((window_size + self.overlap_win_size - 1) * (window_size + self.overlap_win_size - 1), num_heads))
+        self.register_buffer("rpi", _hat_rpi_oca(window_size, overlap_ratio), persistent=False)
+        self.softmax = nn.Softmax(dim=-1)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, c, h0, w0 = x.shape
+        shortcut = x
+        ws = self.window_size
+        qkv = self.qkv(x.permute(0, 2, 3, 1))  # b, h, w, 3c
+        qkv = F.pad(qkv, (0, 0, 0, (ws - w0 % ws) % ws, 0, (ws - h0 % ws) % ws))  # zeros beyond the map
+        h, w = qkv.shape[1], qkv.shape[2]
+        qkv = qkv.reshape(b, h, w, 3, c).permute(3, 0, 4, 1, 2)  # 3, b, c, h, w
+        q = qkv[0].permute(0, 2, 3, 1)  # b, h, w, c
+        kv = torch.cat((qkv[1], qkv[2]), dim=1)  # b, 2*c, h, w
+        q_windows = _hat_window_partition(q, ws).view(-1, ws * ws, c)
+        ow = self.overlap_win_size
+        kv_windows = self.unfold(kv)  # b, 2*c*ow*ow, nw
+        nw = kv_windows.shape[-1]
+        kv_windows = kv_windows.view(b, 2, c, ow, ow, nw).permute(1, 0, 5, 3, 4, 2).reshape(2, b * nw, ow * ow, c)
+        k_windows, v_windows = kv_windows[0], kv_windows[1]
+        b_, nq, _ = q_windows.shape
+        _, n, _ = k_windows.shape
+        d = self.dim // self.num_heads
+        q = q_windows.reshape(b_, nq, self.num_heads, d).permute(0, 2, 1, 3)
+        k = k_windows.reshape(b_, n, self.num_heads, d).permute(0, 2, 1, 3)
+        v = v_windows.reshape(b_, n, self.num_heads, d).permute(0, 2, 1, 3)
+        q = q * self.scale
+        attn = q @ k.transpose(-2, -1)
+        relative_position_bias = self.relative_position_bias_table[self.rpi.view(-1)].view(ws * ws, ow * ow, -1)
+        attn = attn + relative_position_bias.permute(2, 0, 1).contiguous().unsqueeze(0)
+        attn = self.softmax(attn)
+        attn_windows = (attn @ v).transpose(1, 2).reshape(b_, nq, self.dim)
+        attn_windows = attn_windows.view(-1, ws, ws, self.dim)
+        x = _hat_window_reverse(attn_windows, ws, h, w)[:, :h0, :w0]  # b h w c, cropped
+        x = self.proj(x)
+        return x.permute(0, 3, 1, 2) + shortcut
+
+
+@_reference("ocab")
+def _ocab(m):
+    _require(m, border="zeros")
+    if (m.overlap_size - m.window_size) % 2:
+        raise NotImplementedError(f"the reference for {type(m).__name__} needs an even M_o - M (the official unfold's "
+                                  f"symmetric padding), got M = {m.window_size}, M_o = {m.overlap_size}")
+    ref = OCABRef(m.channels, m.window_size, m.overlap_ratio, m.heads)
+    side2 = (m.window_size + m.overlap_size - 1) ** 2
+    with torch.no_grad():
+        # each offset's entry: the module's table at its index, key - query; the official at its own index
+        table = ref.relative_position_bias_table
+        table[ref.rpi.reshape(-1) % side2] = m.relative_bias.flatten(1)[:, m.relative_index.reshape(-1)].t().to(table.dtype)
+        ref.qkv.load_state_dict(m.qkv.state_dict())
+        ref.proj.load_state_dict(m.proj.state_dict())
+    return ref
 # --- end hat ---
 
 # --- rmt ---
