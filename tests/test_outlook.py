@@ -255,3 +255,20 @@ def test_other_settings_export_with_dynamic_sizes_to_onnx(tmp_path):
         y = torch.randn(shape)
         torch.testing.assert_close(ep.module()(y), m(y))
     assert_onnx_equals_eager(m, torch.randn(2, 16, 7, 5), dims, [(1, 16, 1, 1), (3, 16, 11, 4)], tmp_path / "outlook.onnx")
+
+
+def test_the_unfold_fold_form_does_not_export_with_a_dynamic_size():
+    """Why the module gathers and scatters instead of calling F.unfold, F.fold and a ceil-mode pool (its
+    docstring): the official form, traced with H, W >= 1, trips guards on a window grid of side 1.
+    If a later torch exports it, this test fails: then the docstring's reason is out of date."""
+    from torch.export import Dim
+
+    m = randomised(OutlookAttention2d(16, heads=2, identity_init=False), std=0.3).float().eval()
+
+    class Official(torch.nn.Module):
+        def forward(self, x):
+            return official_plugin(m, x)
+
+    dims = {0: Dim("b", min=1), 2: Dim("h", min=1), 3: Dim("w", min=1)}
+    with pytest.raises(Exception, match="(?i)constraint|guard"):
+        torch.export.export(Official(), (torch.randn(2, 16, 7, 5),), dynamic_shapes=(dims,))
