@@ -163,7 +163,7 @@ def test_without_the_mask_shifted_windows_mix_far_positions():
     assert touched and all(r in (0, 1) and c in (0, 1) for r, c in touched)  # only its own region: rows/cols 0-1
     unmasked = WindowAttention2d(8, window_size=4, heads=2, shift=2).double()
     unmasked.load_state_dict(m.state_dict())
-    unmasked._mask = lambda *args: torch.zeros(1)  # what goes wrong without it
+    unmasked._mask = lambda h, w, nh, nw, device: torch.zeros(nh * nw, 1, 16, 16)  # what goes wrong without it
     x.grad = None
     unmasked(x)[0, :, 0, 0].sum().backward()
     rows = {r for r, _ in (x.grad[0].abs().sum(0) > 1e-20).nonzero().tolist()}
@@ -236,7 +236,7 @@ def test_attention_weights_through_the_gate_give_the_output(shift):
     hook = m.gate.register_forward_hook(lambda mod, inp, out: seen.append(out))
     m.attention(x)
     hook.remove()
-    assert len(seen) == 1 and torch.equal(seen[0], rearrange(a, "b n h t u -> (b n) h t u"))
+    assert len(seen) == 1 and torch.equal(seen[0], rearrange(a, "b n h t u -> b (n h) t u"))
     # the output from these weights, by hand: windows of the padded, rolled map
     t = torch.nn.functional.pad(rearrange(x, "b c h w -> b h w c"), (0, 0, 0, 3, 0, 1))
     t = torch.roll(t, (-shift, -shift), (1, 2))

@@ -139,8 +139,9 @@ class WindowAttention2d(nn.Module):
         return (masked.to(torch.float32) * MASK_VALUE)[:, None]
 
     def _windows(self, x: torch.Tensor):
-        """The rolled, padded map's windows and their q, k, v: ``(B nW, heads, M², d)`` each, the
-        additive bias + mask ``(B nW, heads, M², M²)`` and the sizes (b, h, w, nh, nw)."""
+        """The rolled, padded map's windows and their q, k, v: ``(B, nW·heads, M², d)`` each, the
+        additive bias + mask ``(nW·heads, M², M²)`` (broadcast over the batch) and the sizes
+        (b, h, w, nh, nw)."""
         check_input(self, x, self.channels)
         b, c, h, w = x.shape
         m, s = self.window_size, self.shift
@@ -151,25 +152,26 @@ class WindowAttention2d(nn.Module):
         if s:
             t = torch.roll(t, shifts=(-s, -s), dims=(1, 2))  # the cyclic shift
         win = t.reshape(b, nh, m, nw, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, nh * nw, m * m, c)  # the windows
-        q, k, v = rearrange(self.qkv(win), "b n t (three h d) -> three (b n) h t d", three=3, h=self.heads)
+        # windows and heads share one axis, so that q, k, v are 4-D (as ONNX's attention needs) and
+        # the (nW heads, M², M²) bias + mask broadcasts over the images instead of being repeated
+        q, k, v = rearrange(self.qkv(win), "b n t (three h d) -> three b (n h) t d", three=3, h=self.heads)
         bias = self.relative_bias.flatten(1)[:, self.relative_index]  # (heads, M², M²)
         full = bias + self._mask(h, w, nh, nw, x.device).to(bias.dtype)  # (nW, heads, M², M²)
-        full = full.repeat(b, 1, 1, 1).to(q.dtype)  # (B nW, heads, M², M²): no broadcast over the windows
-        return q, k, v, full, (b, h, w, nh, nw)
+        return q, k, v, rearrange(full, "n h t u -> (n h) t u").to(q.dtype), (b, h, w, nh, nw)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The weights ``softmax(Q K^T / sqrt(d) + B + mask)`` of every window and head,
         ``(B, nW, heads, M², M²)`` (windows in row-major order of the padded, rolled map; tokens
         (m1 m2) inside a window), rows summing to 1."""
-        q, k, _, full, (b, *_) = self._windows(x)
-        logits = q @ k.transpose(-2, -1) * self.head_dim**-0.5 + full
-        return rearrange(self.gate(logits), "(b n) h t u -> b n h t u", b=b)
+        q, k, _, full, _ = self._windows(x)
+        weights = self.gate(q @ k.transpose(-2, -1) * self.head_dim**-0.5 + full)  # (B, nW heads, M², M²)
+        return rearrange(weights, "b (n h) t u -> b n h t u", h=self.heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v, full, (b, h, w, nh, nw) = self._windows(x)
         m, s, c = self.window_size, self.shift, self.channels
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=full)  # (B nW, heads, M², d)
-        o = self.proj(rearrange(o, "(b n) h t d -> b n t (h d)", b=b))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=full)  # (B, nW heads, M², d)
+        o = self.proj(rearrange(o, "b (n h) t d -> b n t (h d)", h=self.heads))
         o = o.reshape(b, nh, nw, m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, nh * m, nw * m, c)
         if s:
             o = torch.roll(o, shifts=(s, s), dims=(1, 2))
