@@ -144,9 +144,9 @@ class HybridAttentionBlock2d(nn.Module):
         alpha: α, the weight of the CAB branch (``conv_scale``, 0.01 in HAT).
         compress_ratio: β (3 in HAT): CAB's hidden width ``max(1, C // β)``.
         squeeze_factor: γ (30 in HAT): the channel attention's hidden width ``max(1, C // γ)``
-            (1 at C = 32 or 64 / 3 ... at C < 60). The official code writes ``C // β`` and
-            ``C // γ`` and cannot be built for C < γ (a convolution with 0 channels); the floor at
-            1 is the course's.
+            (a single unit for every C < 60, e.g. 32; 6 at HAT's C = 180). The official code
+            writes ``C // β`` and ``C // γ`` and cannot be built for C < γ (a convolution with 0
+            channels); the floor at 1 is the course's.
         identity_init: ``True`` (default, the course's rule): W-MSA's W^O and CAB's second 3×3
             convolution start at zero, so the module starts as the identity; ``False``: both keep
             PyTorch's default start.
