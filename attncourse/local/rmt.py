@@ -139,7 +139,8 @@ class ManhattanSelfAttention2d(nn.Module):
 
     Initialisation otherwise as the official ``VisionRetentionAll.reset_parameters``: W^Q, W^K,
     W^V Xavier-normal with gain 2^−2.5; their biases zero (as ``VisRetNet._init_weights`` sets
-    them), LePE PyTorch's default.
+    them), LePE PyTorch's default. (The official network's ``_init_weights`` then overwrites every
+    Linear weight with a truncated normal of std 0.02; the module keeps the block's own start.)
 
     Shapes: ``(B, C, H, W)`` → ``(B, C, H, W)``, any H, W ≥ 1. ``attention(x)`` returns the
     ``(B, heads, H*W, H*W)`` weights forward applies (queries and keys in ``(h w)`` order); in the
