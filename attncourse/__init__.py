@@ -26,7 +26,14 @@ from .selfattn import (
     PositionAttention,
 )
 from .linear import ExternalAttention, FocusedLinearAttention2d, LinearAttention2d
-from .local import WindowAttention2d
+from .local import (
+    ContextualTransformer2d,
+    HybridAttentionBlock2d,
+    ManhattanSelfAttention2d,
+    OutlookAttention2d,
+    OverlappingCrossAttention2d,
+    WindowAttention2d,
+)
 from .cost import count_flops, count_parameters
 from .layers import Gate
 from .show import show_source
@@ -62,6 +69,11 @@ __all__ = [
     "ExternalAttention",
     "FocusedLinearAttention2d",
     "WindowAttention2d",
+    "OutlookAttention2d",
+    "ContextualTransformer2d",
+    "HybridAttentionBlock2d",
+    "OverlappingCrossAttention2d",
+    "ManhattanSelfAttention2d",
     "count_parameters",
     "count_flops",
     "show_source",

@@ -75,7 +75,8 @@ def test_reference_equals_module(name, training):
 # official code differentiates through it, so equal input gradients here show that the term the
 # module drops is zero.
 OPTIONS = [("cam", {"channel_affinity": "official"}), ("danet", {"channel_affinity": "official"}),
-           ("nonlocal", {"subsample": True}), ("nonlocal", {"scale": True}), ("flatten", {"kernel_size": None})]
+           ("nonlocal", {"subsample": True}), ("nonlocal", {"scale": True}), ("flatten", {"kernel_size": None}),
+           ("masa", {"decomposed": True})]
 
 
 @pytest.mark.parametrize("name,settings", OPTIONS, ids=[f"{n}-{'-'.join(map(str, s.values()))}" for n, s in OPTIONS])

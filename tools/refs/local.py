@@ -7,13 +7,15 @@ the weights. See ``tools/refs/__init__.py``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import _copy, _reference, _require
 
-# --- window ---
+# ------------------------------------------------------------- Swin's window attention (chapters/local/window.md)
 def _window_partition(x, ws):
     B, H, W, C = x.shape
     x = x.view(B, H // ws, ws, W // ws, ws, C)
@@ -113,10 +115,8 @@ def _window(m):
         ref.qkv.load_state_dict(m.qkv.state_dict())
         ref.proj.load_state_dict(m.proj.state_dict())
     return ref
-# --- end window ---
 
-# --- outlook ---
-import math  # noqa: E402  (the official code's math.ceil)
+# ------------------------------------------------------------- VOLO's outlook attention (chapters/local/outlook.md)
 
 
 class OutlookAttentionRef(nn.Module):
@@ -164,9 +164,8 @@ class OutlookAttentionRef(nn.Module):
 def _outlook(m):
     return _copy(OutlookAttentionRef(m.channels, m.heads, m.kernel_size, m.kernel_size // 2, m.stride, m.qkv_bias,
                                      m.scale), m)
-# --- end outlook ---
 
-# --- cot ---
+# ------------------------------------------------------------- CoTNet's contextual transformer (chapters/local/cot.md)
 class CotLayerRef(nn.Module):
     """The official CoT block (JDAI-CV/CoTNet, ``models/cotnet.py``, class ``CotLayer``) in its
     layout and calls: ``key_embed``, ``torch.cat([x, k])``, ``embed`` (1×1, BN, ReLU, 1×1,
@@ -237,9 +236,8 @@ class CotLayerRef(nn.Module):
 def _cot(m):
     ref = CotLayerRef(m.channels, m.kernel_size, m.groups, m.share_planes, m.factor, m.reduction, m.min_dim)
     return _copy(ref, m)  # same tensors in the same order (the fusion's Linear/BatchNorm1d as 1x1 conv/BatchNorm2d)
-# --- end cot ---
 
-# --- hat ---
+# ------------------------------------------------------------- HAT's HAB and OCAB (chapters/local/hat.md)
 class HATChannelAttentionRef(nn.Module):
     """RCAN's channel attention as HAT writes it (XPixelGroup/HAT, ``hat/archs/hat_arch.py``,
     ``ChannelAttention``): AdaptiveAvgPool2d, 1x1 conv, ReLU, 1x1 conv, Sigmoid, ``x * y``."""
@@ -392,9 +390,8 @@ def _ocab(m):
         ref.qkv.load_state_dict(m.qkv.state_dict())
         ref.proj.load_state_dict(m.proj.state_dict())
     return ref
-# --- end hat ---
 
-# --- rmt ---
+# ------------------------------------------------------------- RMT's Manhattan self-attention (chapters/local/rmt.md)
 class MaSARef(nn.Module):
     """RMT's Manhattan self-attention as the official code writes it (qhfan/RMT,
     ``classfication_release/RMT.py``): ``RetNetRelPos2d`` (the per-head log γ, the sin/cos of the
@@ -485,4 +482,3 @@ def _masa(m):
         ref.lepe.load_state_dict(m.lepe.state_dict())
         ref.out_proj.load_state_dict(m.proj.state_dict())
     return ref
-# --- end rmt ---
