@@ -54,8 +54,8 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tools/benchmark.py
 
-# Re-run the parts' side-by-side comparisons (5 seeds each, a few minutes; `where`, about half an hour) and Part IV's cost sweep
-# (about 2 minutes), and store their results in attncourse/results/, which the chapters load.
+# Re-run the parts' side-by-side comparisons (5 seeds each, a few minutes; `where` and `local_where`, about half an hour each),
+# Part IV's and Part V's cost sweeps (a few minutes), and store their results in attncourse/results/, which the chapters load.
 # A maintainer's command: it rewrites tracked files, so neither `book` nor `test` calls it.
 results: $(STAMP)
 	$(BIN)/python -m attncourse.experiments channel --seeds 0 1 2 3 4 --keep-models
@@ -66,6 +66,9 @@ results: $(STAMP)
 	$(BIN)/python -m attncourse.experiments where --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.linear.sweep
+	$(BIN)/python -m attncourse.experiments local --seeds 0 1 2 3 4 --keep-models
+	$(BIN)/python -m attncourse.experiments local_where --seeds 0 1 2 3 4 --keep-models
+	$(BIN)/python -m attncourse.local.sweep
 
 clean:
 	rm -rf build

@@ -17,6 +17,8 @@ Re-run a part (about 2 to 6 minutes each on 2 cores)::
     python -m attncourse.experiments selfattn --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments selfattn_far --seeds 0 1 2 3 4
     python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
+    python -m attncourse.experiments local --seeds 0 1 2 3 4 --keep-models
+    python -m attncourse.experiments local_where --seeds 0 1 2 3 4 --keep-models
 
 Add a variant to a part without re-running the others (its runs are merged into the stored file;
 the other variants' runs stay as stored, which is what a full re-run would give them too, since
@@ -307,14 +309,14 @@ PROTOCOLS: dict[str, Protocol] = {
         },
         widths=(16, 32),
         network_kwargs={"attn_blocks": [1]},
-        networks=("Window (M=6)", "Outlook", "CoT", "HAB (M=6)", "OCAB (M=6)", "MaSA"),
+        networks=("Window (M=6)", "Outlook", "CoT", "HAB (M=6)", "OCAB (M=6)", "MaSA"),  # the chapters' pictures
     ),
     # Part V on the relational question of Part III's "where" chapter (same task, network and budget
     # as the protocol "where"): can a module that looks locally still tell side by side from one
     # above the other, 9 pixels apart on an 18 x 18 torus? Windows of M = 6 (3 x 3 windows) and, as
     # the control, M = 18 (one window: the whole map, MHSA with Swin's relative bias); four heads as
-    # Part III's MHSA (relative), which is here again as the reference. HAB (window attention plus a
-    # channel branch) and MaSA's decomposed form are left out here to keep the run within an hour.
+    # Part III's MHSA (relative), which is here again as the reference (its runs and the baseline's
+    # are those of the protocol "where": the same task, network, budget and seeds).
     "local_where": Protocol(
         name="local_where",
         task="side_by_side",
@@ -326,13 +328,16 @@ PROTOCOLS: dict[str, Protocol] = {
             "Window (M=18)": ("window", {"window_size": 18, "heads": 4}),
             "Outlook": ("outlook", {"heads": 4}),
             "CoT": ("cot", {}),
+            "HAB (M=6)": ("hab", {"window_size": 6, "heads": 4}),
             "OCAB (M=6)": ("ocab", {"window_size": 6, "heads": 4}),
             "MaSA": ("masa", {"heads": 4}),
+            "MaSA (decomposed)": ("masa", {"heads": 4, "decomposed": True}),
         },
         widths=(16, 32, 32),
         network_kwargs={"pool_every": 0, "attn_blocks": [1], "padding_mode": "circular"},
         in_channels=1,
-        networks=("Window (M=6)", "Window (M=18)", "OCAB (M=6)", "MaSA"),
+        networks=("Window (M=6)", "Window (M=18)", "Outlook", "CoT", "HAB (M=6)", "OCAB (M=6)", "MaSA",
+                  "MaSA (decomposed)"),  # the side-by-side chapter's pictures
     ),
 }
 

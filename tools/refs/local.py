@@ -288,16 +288,7 @@ def _hab(m):
     return ref
 
 
-def _hat_window_partition(x, window_size):
-    b, h, w, c = x.shape
-    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c)
-
-
-def _hat_window_reverse(windows, window_size, h, w):
-    b = int(windows.shape[0] / (h * w / window_size / window_size))
-    x = windows.view(b, h // window_size, w // window_size, window_size, window_size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
+# HAT's window_partition and window_reverse are Swin's: _window_partition and _window_reverse above
 
 
 def _hat_rpi_oca(window_size, overlap_ratio):
@@ -351,7 +342,7 @@ class OCABRef(nn.Module):
         qkv = qkv.reshape(b, h, w, 3, c).permute(3, 0, 4, 1, 2)  # 3, b, c, h, w
         q = qkv[0].permute(0, 2, 3, 1)  # b, h, w, c
         kv = torch.cat((qkv[1], qkv[2]), dim=1)  # b, 2*c, h, w
-        q_windows = _hat_window_partition(q, ws).view(-1, ws * ws, c)
+        q_windows = _window_partition(q, ws).view(-1, ws * ws, c)
         ow = self.overlap_win_size
         kv_windows = self.unfold(kv)  # b, 2*c*ow*ow, nw
         nw = kv_windows.shape[-1]
@@ -370,7 +361,7 @@ class OCABRef(nn.Module):
         attn = self.softmax(attn)
         attn_windows = (attn @ v).transpose(1, 2).reshape(b_, nq, self.dim)
         attn_windows = attn_windows.view(-1, ws, ws, self.dim)
-        x = _hat_window_reverse(attn_windows, ws, h, w)[:, :h0, :w0]  # b h w c, cropped
+        x = _window_reverse(attn_windows, ws, h, w)[:, :h0, :w0]  # b h w c, cropped
         x = self.proj(x)
         return x.permute(0, 3, 1, 2) + shortcut
 
