@@ -52,4 +52,4 @@ def test_ocab_key_side_is_the_modules():
     import attncourse
 
     m = attncourse.create("ocab", 32, window_size=7)
-    assert ex._ocab_side(7, 0.5) == 10 == m.overlap_window_size
+    assert ex._ocab_side(7, 0.5) == 10 == m.overlap_size
