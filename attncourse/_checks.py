@@ -38,6 +38,22 @@ def check_divisible(module: object, arg: str, value: int, by_arg: str, by: int) 
         raise ValueError(f"{_name(module)} expected {arg}={value} to be divisible by {by_arg}={by}")
 
 
+def check_heads(module: object, channels: int, heads: object, *, width: int, source: str) -> int:
+    """The number of heads: ``heads``, a positive divisor of ``channels``; or, for ``heads=None``,
+    ``channels // width`` (a paper's head width, named by ``source``, e.g. "Swin's "), which needs
+    ``channels`` divisible by ``width``."""
+    if heads is None:
+        if channels % width:
+            raise ValueError(
+                f"{_name(module)} with heads=None uses {source}head width of {width} and expected channels "
+                f"divisible by {width}, got channels={channels}: pass heads="
+            )
+        heads = channels // width
+    heads = check_positive_int(module, "heads", heads)
+    check_divisible(module, "channels", channels, "heads", heads)
+    return heads
+
+
 def check_choice(module: object, arg: str, value: object, choices: Sequence[object]) -> None:
     """Raise unless ``value`` is one of ``choices``."""
     if value not in choices:

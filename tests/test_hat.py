@@ -24,26 +24,16 @@ from attncourse.local.hat import (
 from attncourse.local.window import WindowAttention2d
 
 from module_checks import randomised
+from test_window import official_window_partition, official_window_reverse
 
 
 # ------------------------------------------------------- the official code, re-typed for the test
 # XPixelGroup/HAT @ 1638a9a, hat/archs/hat_arch.py: ChannelAttention and CAB (as one function on
 # the module's convolutions), window_partition, window_reverse, WindowAttention.forward,
 # HAB.forward without norm1, the MLP and drop_path, OCAB.forward without norm1 and the MLP, and
-# HAT.calculate_rpi_sa / calculate_rpi_oca / calculate_mask; on (B, H, W, C) maps instead of
+# HAT.calculate_rpi_sa / calculate_rpi_oca / calculate_mask (window_partition and window_reverse are
+# Swin's, imported from test_window); on (B, H, W, C) maps instead of
 # (B, H*W, C) tokens with x_size. torch.meshgrid gets indexing="ij" (its old default).
-
-def official_window_partition(x, window_size):
-    b, h, w, c = x.shape
-    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, c)
-
-
-def official_window_reverse(windows, window_size, h, w):
-    b = int(windows.shape[0] / (h * w / window_size / window_size))
-    x = windows.view(b, h // window_size, w // window_size, window_size, window_size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, w, -1)
-
 
 def official_rpi_sa(window_size):
     coords = torch.stack(torch.meshgrid([torch.arange(window_size), torch.arange(window_size)], indexing="ij"))

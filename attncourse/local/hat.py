@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
+from .._checks import check_channels, check_choice, check_heads, check_input, check_positive_int
 from .._registry import register
 from ..layers import Gate
 from .window import MASK_VALUE, WindowAttention2d
@@ -32,20 +32,6 @@ def _check_number(module: object, arg: str, value: object, *, minimum: float = 0
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < minimum:
         raise ValueError(f"{type(module).__name__} expected {arg} to be a finite number >= {minimum}, got {value!r}")
     return float(value)
-
-
-def _check_heads(module: nn.Module, channels: int, heads: int | None) -> int:
-    """``heads=None``: Swin's head width of 32, as ``WindowAttention2d``; else a positive divisor of C."""
-    if heads is None:
-        if channels % 32:
-            raise ValueError(
-                f"{type(module).__name__} with heads=None uses a head width of 32 and expected channels divisible "
-                f"by 32, got channels={channels}: pass heads="
-            )
-        heads = channels // 32
-    heads = check_positive_int(module, "heads", heads)
-    check_divisible(module, "channels", channels, "heads", heads)
-    return heads
 
 
 class ChannelAttentionBlock(nn.Module):
@@ -182,7 +168,7 @@ class HybridAttentionBlock2d(nn.Module):
         super().__init__()
         self.channels = check_channels(self, channels)
         self.window_size = check_positive_int(self, "window_size", window_size)
-        self.heads = _check_heads(self, self.channels, heads)
+        self.heads = check_heads(self, self.channels, heads, width=32, source="a ")
         if not (isinstance(shift, int) and not isinstance(shift, bool) and 0 <= shift < self.window_size):
             raise ValueError(f"{type(self).__name__} expected 0 <= shift < window_size = {self.window_size}, got {shift!r}")
         self.shift = shift
@@ -308,7 +294,7 @@ class OverlappingCrossAttention2d(nn.Module):
         self.channels = check_channels(self, channels)
         self.window_size = check_positive_int(self, "window_size", window_size)
         self.overlap_ratio = _check_number(self, "overlap_ratio", overlap_ratio)
-        self.heads = _check_heads(self, self.channels, heads)
+        self.heads = check_heads(self, self.channels, heads, width=32, source="a ")
         check_choice(self, "border", border, BORDERS)
         check_choice(self, "identity_init", identity_init, (True, False))
         self.border = border

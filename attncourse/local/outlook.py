@@ -10,7 +10,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
+from .._checks import check_channels, check_choice, check_heads, check_input, check_positive_int
 from .._registry import register
 from ..layers import Gate
 
@@ -137,15 +137,7 @@ class OutlookAttention2d(nn.Module):
     ) -> None:
         super().__init__()
         self.channels = check_channels(self, channels)
-        if heads is None:
-            if self.channels % 32:
-                raise ValueError(
-                    f"{type(self).__name__} with heads=None uses VOLO-D1's head width of 32 and expected channels "
-                    f"divisible by 32, got channels={self.channels}: pass heads="
-                )
-            heads = self.channels // 32
-        self.heads = check_positive_int(self, "heads", heads)
-        check_divisible(self, "channels", self.channels, "heads", self.heads)
+        self.heads = check_heads(self, self.channels, heads, width=32, source="VOLO-D1's ")
         self.kernel_size = check_positive_int(self, "kernel_size", kernel_size)
         if self.kernel_size % 2 == 0:
             raise ValueError(f"{type(self).__name__} expected an odd kernel_size (a window with a centre), got {kernel_size}")

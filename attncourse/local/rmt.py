@@ -12,7 +12,7 @@ import torch
 from einops import einsum, rearrange
 from torch import nn
 
-from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
+from .._checks import check_channels, check_choice, check_heads, check_input, check_positive_int
 from .._registry import register
 from ..layers import Gate
 
@@ -166,15 +166,7 @@ class ManhattanSelfAttention2d(nn.Module):
     ) -> None:
         super().__init__()
         self.channels = check_channels(self, channels)
-        if heads is None:
-            if self.channels % HEAD_WIDTH:
-                raise ValueError(
-                    f"{type(self).__name__} with heads=None uses RMT-S's head width of {HEAD_WIDTH} and expected "
-                    f"channels divisible by {HEAD_WIDTH}, got channels={self.channels}: pass heads="
-                )
-            heads = self.channels // HEAD_WIDTH
-        self.heads = check_positive_int(self, "heads", heads)
-        check_divisible(self, "channels", self.channels, "heads", self.heads)
+        self.heads = check_heads(self, self.channels, heads, width=HEAD_WIDTH, source="RMT-S's ")
         check_choice(self, "decomposed", decomposed, (False, True))
         check_choice(self, "decay", decay, DECAYS)
         check_choice(self, "theta_shift", theta_shift, (True, False))

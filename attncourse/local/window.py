@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .._checks import check_channels, check_choice, check_divisible, check_input, check_positive_int
+from .._checks import check_channels, check_choice, check_heads, check_input, check_positive_int
 from .._registry import register
 from ..layers import Gate
 from ..selfattn.mhsa import relative_index
@@ -92,15 +92,7 @@ class WindowAttention2d(nn.Module):
         super().__init__()
         self.channels = check_channels(self, channels)
         self.window_size = check_positive_int(self, "window_size", window_size)
-        if heads is None:
-            if self.channels % 32:
-                raise ValueError(
-                    f"{type(self).__name__} with heads=None uses Swin's head width of 32 and expected channels "
-                    f"divisible by 32, got channels={self.channels}: pass heads="
-                )
-            heads = self.channels // 32
-        self.heads = check_positive_int(self, "heads", heads)
-        check_divisible(self, "channels", self.channels, "heads", self.heads)
+        self.heads = check_heads(self, self.channels, heads, width=32, source="Swin's ")
         if not (isinstance(shift, int) and not isinstance(shift, bool) and 0 <= shift < self.window_size):
             raise ValueError(f"{type(self).__name__} expected 0 <= shift < window_size = {self.window_size}, got {shift!r}")
         check_choice(self, "bias", bias, (True, False))
