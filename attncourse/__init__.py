@@ -12,7 +12,7 @@ short name::
 
 from __future__ import annotations
 
-from . import channel, hybrid, linear, local, selfattn
+from . import blocks, channel, hybrid, linear, local, selfattn
 from ._registry import available, create, get, register
 from .channel import ECA, SelectiveKernel, SimAM, SqueezeExcite
 from .hybrid import BAM, CBAM, EMA, GAM, SCSE, CoordAttention, ShuffleAttention, TripletAttention

@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 import torch
+from einops import rearrange
 from einops.layers.torch import Reduce
 from torch import nn
 
 from ._checks import check_choice, check_input, check_positive_int
-from ._registry import create
+from ._registry import create, get
+from .selfattn.mhsa import sine_position_2d
 
-__all__ = ["ConvBlock", "TinyNet", "Attn"]
+__all__ = ["ConvBlock", "TinyNet", "TinyViT", "Attn"]
 
 #: An attention slot: a registered name, a factory ``channels -> module``, or ``None``.
 Attn = Union[str, Callable[[int], nn.Module], None]
@@ -109,3 +111,96 @@ class TinyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.in_channels)
         return self.head(self.pool(self.features(x)))
+
+
+class TinyViT(nn.Module):
+    """A tiny Vision Transformer: patch embedding, a position code, ``depth`` blocks on the token map,
+    LayerNorm, mean pooling and one linear layer (Dosovitskiy et al., ICLR 2021, arXiv:2010.11929).
+
+    The blocks are registered modules on the ``(B, D, H/P, W/P)`` token map, so the ViT block
+    (``"vit"``) and Part VI's other blocks (``"fan"``, ``"muse"``, ...) take the same slot, and a
+    plug-in of Parts I-V can follow each block (``attn``), as in :class:`TinyNet`. A block class
+    whose ``spans_blocks`` attribute is true (ReViT's stack, which passes attention logits from one
+    layer to the next) is built once with ``depth=depth`` instead of ``depth`` times.
+
+    Args:
+        in_channels: input channels.
+        num_classes: output classes.
+        size: the input's ``(H, W)``; both divisible by ``patch``.
+        patch: P, the patch side (ViT's patch embedding: a P × P convolution with stride P, eq. (1)'s E).
+        dim: D, the tokens' width.
+        depth: the number of blocks.
+        block: a registered block name (default ``"vit"``) or a factory ``dim -> module``.
+        block_kwargs: keyword arguments for the block (e.g. ``{"heads": 4, "mlp_ratio": 2}``).
+        position: ``"learned"`` (default; ViT's E_pos, one D-vector per patch, truncated normal with
+            std 0.02 at the start, as timm), ``"sine"`` (DETR's fixed 2-D code,
+            :func:`attncourse.selfattn.sine_position_2d`) or ``None`` (no code: the blocks see a set
+            of patches).
+        attn: an optional plug-in after every block (a registered name or a factory), ``None``: none.
+        attn_kwargs: its keyword arguments.
+
+    Pooling: the mean of the final tokens (ViT's ``classifier='gap'`` option) rather than a class
+    token, so that every block keeps the ``(B, D, H, W)`` map interface. Shapes: ``(B, C, H, W)`` →
+    ``(B, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        size: Sequence[int],
+        patch: int = 2,
+        dim: int = 32,
+        depth: int = 2,
+        block: Attn = "vit",
+        block_kwargs: dict[str, Any] | None = None,
+        position: str | None = "learned",
+        attn: Attn = None,
+        attn_kwargs: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.in_channels = check_positive_int(self, "in_channels", in_channels)
+        check_positive_int(self, "num_classes", num_classes)
+        self.patch = check_positive_int(self, "patch", patch)
+        self.dim = check_positive_int(self, "dim", dim)
+        depth = check_positive_int(self, "depth", depth)
+        check_choice(self, "position", position, ("learned", "sine", None))
+        if not isinstance(size, (tuple, list)) or len(size) != 2:
+            raise ValueError(f"TinyViT expected size to be a pair (H, W), got {size!r}")
+        self.size = (check_positive_int(self, "size[0] (H)", size[0]), check_positive_int(self, "size[1] (W)", size[1]))
+        if self.size[0] % patch or self.size[1] % patch:
+            raise ValueError(f"TinyViT expected size divisible by patch={patch}, got size={self.size}")
+        self.grid = (self.size[0] // patch, self.size[1] // patch)
+        self.position = position
+        self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)  # eq. (1)'s E on every P x P patch
+        if position == "learned":
+            self.position_embedding = nn.Parameter(torch.empty(1, dim, *self.grid))
+            nn.init.trunc_normal_(self.position_embedding, std=0.02)
+        elif position == "sine":
+            code = rearrange(sine_position_2d(*self.grid, dim), "(h w) c -> 1 c h w", h=self.grid[0])
+            self.register_buffer("position_embedding", code, persistent=False)
+        layers: list[nn.Module] = []
+        cls = get(block) if isinstance(block, str) else None
+        if cls is not None and getattr(cls, "spans_blocks", False):
+            layers.append(cls(dim, depth=depth, **(block_kwargs or {})))
+            if attn is not None:
+                layers.append(_make_attn(attn, dim, attn_kwargs))
+        else:
+            for _ in range(depth):
+                layers.append(_make_attn(block, dim, block_kwargs))
+                if attn is not None:
+                    layers.append(_make_attn(attn, dim, attn_kwargs))
+        self.blocks = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x, self.in_channels)
+        if tuple(x.shape[2:]) != self.size:
+            raise ValueError(f"TinyViT was built for inputs of size (H, W) = {self.size}, got {tuple(x.shape[2:])}")
+        z = self.embed(x)
+        if self.position is not None:
+            z = z + self.position_embedding.to(z.dtype)
+        z = self.blocks(z)
+        return self.head(self.norm(z.mean(dim=(2, 3))))

@@ -64,7 +64,7 @@ def _copy(dst: M, src: nn.Module) -> M:
 
 
 # The parts register their references on import (after the helpers above, which they use).
-from . import channel, hybrid, linear, local, selfattn  # noqa: E402
+from . import blocks, channel, hybrid, linear, local, selfattn  # noqa: E402
 from .channel import ECARef, SERef, SimAMRef, SKRef  # noqa: E402
 from .hybrid import (  # noqa: E402
     BAMRef,
@@ -80,7 +80,7 @@ from .hybrid import (  # noqa: E402
 from .linear import ExternalAttentionRef, FLattenRef, LinearAttentionRef  # noqa: E402
 from .selfattn import CCNetRef, DANetCAMRef, DANetDualRef, DANetPAMRef, GCRef, MHSARef, NonLocalRef  # noqa: E402
 
-PARTS = {"channel": channel, "hybrid": hybrid, "linear": linear, "local": local, "selfattn": selfattn}
+PARTS = {"blocks": blocks, "channel": channel, "hybrid": hybrid, "linear": linear, "local": local, "selfattn": selfattn}
 
 
 def _name_of(module: nn.Module) -> str:

@@ -1,0 +1,3 @@
+"""Stub: replaced by the mobilevit module (Part VI)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Stub: replaced by the muse module (Part VI)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Stub: replaced by the revit module (Part VI)."""
+
+__all__: list[str] = []
