@@ -25,6 +25,84 @@ from . import _copy, _reference, _require
 # --- end fan ---
 
 # --- revit ---
+class _ReViTAttentionRef(nn.Module):
+    """``MultiScaleAttention`` of ADiko1997/ReViT ``model/attention.py`` in the ReViT-B setting (no
+    pooling, no relative positions, no class token, no residual pooling): its ``qkv`` reshape and
+    permute, ``(q * scale) @ k.transpose``, the "Residual Attention" blend, softmax, ``attn @ v``."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, attn_res=None, alpha=0.5):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        if attn_res is not None:
+            attn = (alpha * attn) + ((1 - alpha) * attn_res)
+        attn_res = attn
+        attn = attn.softmax(dim=-1)
+        x = (attn @ v).transpose(1, 2).reshape(B, -1, C)
+        return self.proj(x), attn_res
+
+
+class _ReViTBlockRef(nn.Module):
+    """``MultiScaleBlock`` (same file) with dim = dim_out and no pooling: norm1, attention, residual,
+    norm2, MLP (``fc1``, GELU, ``fc2``), residual; LayerNorm ε = 1e-6 as ``revit_model.py`` builds it."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = _ReViTAttentionRef(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = max(1, round(dim * mlp_ratio))
+        self.mlp = nn.Sequential()
+        self.mlp.fc1 = nn.Linear(dim, hidden)
+        self.mlp.act = nn.GELU()
+        self.mlp.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x, attn_res=None, alpha=0.5):
+        x_block, attn_res = self.attn(self.norm1(x), attn_res, alpha)
+        x = x + x_block
+        x = x + self.mlp(self.norm2(x))
+        return x, attn_res
+
+
+class ReViTRef(nn.Module):
+    """ReViT's blocks as the official code runs them (ADiko1997/ReViT, ``model/revit_model.py``,
+    ``ReViT.forward``: ``attn_res = None``, then ``x, thw, attn_res = blk(x, thw, attn_res,
+    self.alpha)`` for each block, α one ``nn.Parameter(torch.Tensor([0.5]))`` or the float 0.5), on
+    ``(B, C, H, W)`` with ``flatten(2).transpose(1, 2)`` as ``PatchEmbed`` does, and back. Without
+    the patch embedding, position code, final norm and head (the network's)."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, learn_alpha: bool) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.Tensor([0.5])) if learn_alpha else 0.5
+        self.blocks = nn.ModuleList(_ReViTBlockRef(dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        attn_res = None
+        for blk in self.blocks:
+            x, attn_res = blk(x, attn_res, self.alpha)
+        return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+@_reference("revit")
+def _revit(m):
+    ref = ReViTRef(m.channels, m.depth, m.heads, m.mlp_ratio, m.qkv_bias, m.learn_alpha)
+    _copy(ref.blocks, m.stack.blocks)
+    with torch.no_grad():
+        if m.learn_alpha:
+            ref.alpha.copy_(m.alpha)
+        else:
+            ref.alpha = float(m.alpha)
+    return ref
 # --- end revit ---
 
 # --- muse ---
