@@ -181,8 +181,22 @@ class ViTBlock2d(nn.Module):
 
     The block carries no position code: like every plug-in of the course it sees the map the
     network gives it (positions, if any, are the network's: :class:`attncourse.nets.TinyViT` adds
-    them after its patch embedding, as ViT does). Initialisation: PyTorch's defaults for the
-    Linear layers (ViT's official code uses Xavier-uniform weights; timm uses truncated normal).
+    them after its patch embedding, as ViT does). Without one it is permutation-equivariant:
+    shuffling the positions of the map shuffles the output the same way.
+
+    Differences from the official code (``tests/test_vit.py`` re-types it and timm's ``Block``):
+
+    - GELU: the exact (erf) form, as timm and PyTorch ports; the Flax code's ``nn.gelu`` is the tanh
+      approximation (at most 4.7e-4 apart). :class:`TransformerBlock` takes
+      ``activation=lambda: nn.GELU("tanh")`` to reproduce the Flax block exactly.
+    - q, k, v: one ``Linear(C, 3C)`` (timm's layout); Flax has three Dense layers of ``(C, h, d)``
+      kernels, the same numbers rearranged.
+    - No dropout (ViT-B/16's configuration trains with dropout 0.0 as well).
+    - Initialisation: PyTorch's defaults for the Linear layers and LayerNorms (the official code
+      uses Xavier-uniform weights with N(0, 1e-6) MLP biases and zero attention biases; timm a
+      truncated normal of std 0.02). The course's choice, not the paper's.
+    - The MLP's width is ``round(mlp_ratio · C)`` (timm: ``int(mlp_ratio · C)``; the same for
+      every integer product, e.g. the ratio 4 of ViT and 2 of the part's protocol).
 
     Shapes: ``(B, C, H, W)`` → ``(B, C, H, W)``, any H, W ≥ 1; B, H, W export dynamic.
     ``attention(x)`` returns the weights ``(B, h, H*W, H*W)``.

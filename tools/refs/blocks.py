@@ -16,6 +16,65 @@ from torch import nn
 from . import _copy, _reference, _require
 
 # --- vit ---
+class ViTAttentionRef(nn.Module):
+    """timm's ``Attention`` (huggingface/pytorch-image-models, ``timm/layers/attention.py``, the fused
+    path): one qkv Linear, ``reshape(B, N, 3, heads, d).permute(2, 0, 3, 1, 4)``,
+    ``F.scaled_dot_product_attention``, ``transpose(1, 2).reshape(B, N, C)``, proj. No dropout."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v)
+        x = x.transpose(1, 2).reshape(B, N, C)
+        return self.proj(x)
+
+
+class ViTMlpRef(nn.Module):
+    """timm's ``Mlp`` (``timm/layers/mlp.py``): fc1, GELU, fc2 (no dropout, no norm)."""
+
+    def __init__(self, in_features: int, hidden_features: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, in_features)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class ViTBlockRef(nn.Module):
+    """timm's ViT ``Block`` (``timm/models/vision_transformer.py``: pre-norm, LayerNorm ε = 1e-6,
+    ``x = x + attn(norm1(x))``, ``x = x + mlp(norm2(x))``; no layer scale, no drop path) on the
+    feature map: the tokens as timm's ``PatchEmbed`` flattens its output, ``x.flatten(2).transpose(1, 2)``,
+    and back with ``transpose(1, 2).reshape(B, C, H, W)``."""
+
+    def __init__(self, dim: int, num_heads: int, hidden: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = ViTAttentionRef(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = ViTMlpRef(dim, hidden)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        x = x.flatten(2).transpose(1, 2)
+        x = x + self.attn(self.norm1(x))
+        x = x + self.mlp(self.norm2(x))
+        return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+@_reference("vit")
+def _vit(m):
+    blk = m.block  # ViTBlock2d has no plug-in, exact GELU and eps 1e-6: the reference's only settings
+    return _copy(ViTBlockRef(m.channels, blk.attn.heads, blk.mlp.hidden, blk.attn.qkv.bias is not None), m)
 # --- end vit ---
 
 # --- mobilevit ---
