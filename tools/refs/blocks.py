@@ -78,6 +78,152 @@ def _vit(m):
 # --- end vit ---
 
 # --- mobilevit ---
+class _MobileViTConvRef(nn.Module):
+    """cvnets' ``ConvLayer2d`` (``cvnets/layers/conv_layer.py``): conv (no bias) → BN → Swish."""
+
+    def __init__(self, c_in, c_out, k, use_norm=True, use_act=True):
+        super().__init__()
+        self.block = nn.Sequential()
+        self.block.add_module("conv", nn.Conv2d(c_in, c_out, k, padding=(k - 1) // 2, bias=False))
+        if use_norm:
+            self.block.add_module("norm", nn.BatchNorm2d(c_out))
+        if use_act:
+            self.block.add_module("act", nn.SiLU())
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class _MobileViTMHARef(nn.Module):
+    """cvnets' ``MultiHeadAttention.forward_default`` (``cvnets/layers/multi_head_attention.py``)."""
+
+    def __init__(self, embed_dim, num_heads):
+        super().__init__()
+        self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.num_heads = num_heads
+        self.scaling = (embed_dim // num_heads) ** -0.5
+        self.softmax = nn.Softmax(dim=-1)
+
+    def forward(self, x_q):
+        b_sz, S_len, in_channels = x_q.shape
+        qkv = self.qkv_proj(x_q).reshape(b_sz, S_len, 3, self.num_heads, -1)
+        qkv = qkv.transpose(1, 3).contiguous()
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        query = query * self.scaling
+        key = key.transpose(-1, -2)
+        attn = torch.matmul(query, key)
+        attn_dtype = attn.dtype
+        # the official softmax runs in float32 (an upcast for half precision); kept in float64 here,
+        # where .float() would round to float32 (the tests compare in float64)
+        attn = self.softmax(attn if attn_dtype == torch.float64 else attn.float()).to(attn_dtype)
+        out = torch.matmul(attn, value)
+        out = out.transpose(1, 2).reshape(b_sz, S_len, -1)
+        return self.out_proj(out)
+
+
+class _MobileViTEncoderRef(nn.Module):
+    """cvnets' ``TransformerEncoder`` (``cvnets/modules/transformer.py``), dropout 0."""
+
+    def __init__(self, embed_dim, ffn_latent_dim, num_heads):
+        super().__init__()
+        self.pre_norm_mha = nn.Sequential(nn.LayerNorm(embed_dim), _MobileViTMHARef(embed_dim, num_heads))
+        self.pre_norm_ffn = nn.Sequential(
+            nn.LayerNorm(embed_dim), nn.Linear(embed_dim, ffn_latent_dim), nn.SiLU(), nn.Linear(ffn_latent_dim, embed_dim)
+        )
+
+    def forward(self, x):
+        res = x
+        x = self.pre_norm_mha[0](x)
+        x = self.pre_norm_mha[1](x)
+        x = x + res
+        x = x + self.pre_norm_ffn(x)
+        return x
+
+
+class MobileViTRef(nn.Module):
+    """The MobileViT block as the official code writes it (apple/ml-cvnets,
+    ``cvnets/modules/mobilevit_block.py``: ``MobileViTBlock.__init__``, ``unfolding``, ``folding``,
+    ``forward_spatial``; the layers as ``TransformerEncoder`` and ``MultiHeadAttention``), with the
+    ImageNet configuration's Swish, no dropout, and a square patch."""
+
+    def __init__(self, in_channels, transformer_dim, ffn_dim, n_transformer_blocks, num_heads, patch, conv_ksize):
+        super().__init__()
+        self.local_rep = nn.Sequential()
+        self.local_rep.add_module("conv_3x3", _MobileViTConvRef(in_channels, in_channels, conv_ksize))
+        self.local_rep.add_module(
+            "conv_1x1", _MobileViTConvRef(in_channels, transformer_dim, 1, use_norm=False, use_act=False)
+        )
+        global_rep = [_MobileViTEncoderRef(transformer_dim, ffn_dim, num_heads) for _ in range(n_transformer_blocks)]
+        global_rep.append(nn.LayerNorm(transformer_dim))
+        self.global_rep = nn.Sequential(*global_rep)
+        self.conv_proj = _MobileViTConvRef(transformer_dim, in_channels, 1)
+        self.fusion = _MobileViTConvRef(2 * in_channels, in_channels, conv_ksize)
+        self.patch_h = self.patch_w = patch
+        self.patch_area = patch * patch
+
+    def unfolding(self, feature_map):
+        patch_w, patch_h = self.patch_w, self.patch_h
+        patch_area = int(patch_w * patch_h)
+        batch_size, in_channels, orig_h, orig_w = feature_map.shape
+        new_h = int(math.ceil(orig_h / self.patch_h) * self.patch_h)
+        new_w = int(math.ceil(orig_w / self.patch_w) * self.patch_w)
+        interpolate = False
+        if new_w != orig_w or new_h != orig_h:
+            feature_map = F.interpolate(feature_map, size=(new_h, new_w), mode="bilinear", align_corners=False)
+            interpolate = True
+        num_patch_w = new_w // patch_w
+        num_patch_h = new_h // patch_h
+        num_patches = num_patch_h * num_patch_w
+        reshaped_fm = feature_map.reshape(batch_size * in_channels * num_patch_h, patch_h, num_patch_w, patch_w)
+        transposed_fm = reshaped_fm.transpose(1, 2)
+        reshaped_fm = transposed_fm.reshape(batch_size, in_channels, num_patches, patch_area)
+        transposed_fm = reshaped_fm.transpose(1, 3)
+        patches = transposed_fm.reshape(batch_size * patch_area, num_patches, -1)
+        info_dict = {
+            "orig_size": (orig_h, orig_w),
+            "batch_size": batch_size,
+            "interpolate": interpolate,
+            "total_patches": num_patches,
+            "num_patches_w": num_patch_w,
+            "num_patches_h": num_patch_h,
+        }
+        return patches, info_dict
+
+    def folding(self, patches, info_dict):
+        patches = patches.contiguous().view(info_dict["batch_size"], self.patch_area, info_dict["total_patches"], -1)
+        batch_size, pixels, num_patches, channels = patches.size()
+        num_patch_h = info_dict["num_patches_h"]
+        num_patch_w = info_dict["num_patches_w"]
+        patches = patches.transpose(1, 3)
+        feature_map = patches.reshape(batch_size * channels * num_patch_h, num_patch_w, self.patch_h, self.patch_w)
+        feature_map = feature_map.transpose(1, 2)
+        feature_map = feature_map.reshape(
+            batch_size, channels, num_patch_h * self.patch_h, num_patch_w * self.patch_w
+        )
+        if info_dict["interpolate"]:
+            feature_map = F.interpolate(feature_map, size=info_dict["orig_size"], mode="bilinear", align_corners=False)
+        return feature_map
+
+    def forward(self, x):
+        res = x
+        fm = self.local_rep(x)
+        patches, info_dict = self.unfolding(fm)
+        for transformer_layer in self.global_rep:
+            patches = transformer_layer(patches)
+        fm = self.folding(patches=patches, info_dict=info_dict)
+        fm = self.conv_proj(fm)
+        fm = self.fusion(torch.cat((res, fm), dim=1))
+        return fm
+
+
+@_reference("mobilevit")
+def _mobilevit(m):
+    _require(m, activation="silu")
+    if m.fusion is None:
+        raise NotImplementedError("the reference for MobileViTBlock needs fusion=True")
+    ffn = m.layers[0].mlp.hidden
+    return _copy(MobileViTRef(m.channels, m.dim, ffn, m.depth, m.heads, m.patch, m.kernel_size), m)
 # --- end mobilevit ---
 
 # --- fan ---
