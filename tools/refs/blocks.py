@@ -422,4 +422,149 @@ def _revit(m):
 # --- end revit ---
 
 # --- muse ---
+class _DynamicConv1dTBCRef(nn.Module):
+    """``DynamicConv1dTBC`` (lancopku/MUSE, ``fairseq/modules/dynamic_convolution.py``) as the
+    encoder builds it (``weight_softmax=True``, no bias, no conv bias, no ``in_proj``, padding
+    k // 2), without its DropConnect: the banded-matrix path for T <= 512, the unfold path above."""
+
+    def __init__(self, input_size: int, kernel_size: int, padding_l: int, num_heads: int) -> None:
+        super().__init__()
+        self.input_size, self.kernel_size, self.padding_l, self.num_heads = input_size, kernel_size, padding_l, num_heads
+        self.weight_linear = nn.Linear(input_size, num_heads * kernel_size, bias=False)
+
+    def forward(self, x):
+        if x.size(0) > 512:
+            return self._forward_unfolded(x)
+        return self._forward_expanded(x)
+
+    def _forward_unfolded(self, x):
+        T, B, C = x.size()
+        K, H = self.kernel_size, self.num_heads
+        R = C // H
+        weight = self.weight_linear(x).view(T * B * H, -1)
+        padding_l = self.padding_l
+        if K > 1:  # fairseq/modules/unfold.py: unfold1d
+            xp = F.pad(x, (0, 0, 0, 0, padding_l, K - 1 - padding_l), value=0)
+            x_unfold = xp.as_strided((T, B, C, K), (B * C, C, 1, B * C))
+        else:
+            x_unfold = x.unsqueeze(3)
+        x_unfold = x_unfold.reshape(T * B * H, R, K)
+        weight = F.softmax(weight, dim=1)
+        weight = weight.narrow(1, 0, K)
+        output = torch.bmm(x_unfold, weight.unsqueeze(2))
+        return output.view(T, B, C)
+
+    def _forward_expanded(self, x):
+        T, B, C = x.size()
+        K, H = self.kernel_size, self.num_heads
+        R = C // H
+        weight = self.weight_linear(x).view(T * B * H, -1)
+        weight = F.softmax(weight, dim=1)
+        weight = weight.narrow(1, 0, K).contiguous()
+        weight = weight.view(T, B * H, K).transpose(0, 1)
+        x = x.contiguous().view(T, B * H, R).transpose(0, 1)
+        P = self.padding_l
+        weight_expanded = weight.new_zeros(B * H, T, T + K - 1, requires_grad=False)
+        weight_expanded.as_strided((B * H, T, K), (T * (T + K - 1), T + K, 1)).copy_(weight)
+        weight_expanded = weight_expanded.narrow(2, P, T)
+        output = torch.bmm(weight_expanded, x)
+        return output.transpose(0, 1).contiguous().view(T, B, C)
+
+
+class MUSERef(nn.Module):
+    """MUSE's encoder layer as the official code writes it (lancopku/MUSE, fairseq 0.6.2:
+    ``fairseq/models/combine_transformer.py`` ``TransformerCombineEncoderLayer.forward`` and
+    ``fairseq/modules/multihead_attention.py`` ``ParallelMultiheadAttention.forward``, encoder
+    self-attention ``'es'`` with ``attn_dynamic_cat=1``), in its (T, B, C) layout, without dropout and
+    without a padding mask, on a (B, C, H, W) map flattened row-major (T = H·W). The softmax runs in
+    the input's dtype (the official code casts to float32 first, for fp16 training, which would
+    round a float64 check)."""
+
+    def __init__(self, embed_dim, num_heads, ffn_dim, kernels, dynamic_gate, normalize_before, eps):
+        super().__init__()
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.normalize_before = normalize_before
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
+        self.k_list = list(kernels)
+        self.dynamics = nn.ModuleList(
+            [_DynamicConv1dTBCRef(embed_dim, k, k // 2, num_heads) for k in self.k_list])
+        in_ratio = 1
+        self.dynamic_gate_para = None
+        if self.k_list:
+            if dynamic_gate:
+                self.dynamic_gate_para = nn.Parameter(torch.Tensor([1.0 / len(self.k_list) for _ in self.k_list]))
+                in_ratio = 2
+            else:
+                in_ratio = len(self.k_list) + 1
+        self.out_proj = nn.Linear(in_ratio * embed_dim, embed_dim)
+        self.fc1 = nn.Linear(embed_dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, embed_dim)
+        self.self_attn_layer_norm = nn.LayerNorm(embed_dim, eps=eps)
+
+    def self_attn(self, query):
+        tgt_len, bsz, embed_dim = query.size()
+        q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q = q * self.scaling
+        q = q.contiguous().view(tgt_len, bsz * self.num_heads, self.head_dim).transpose(0, 1)
+        k = k.contiguous().view(-1, bsz * self.num_heads, self.head_dim).transpose(0, 1)
+        v = v.contiguous().view(-1, bsz * self.num_heads, self.head_dim).transpose(0, 1)
+        dynamic_x = v if len(self.dynamics) > 0 else None
+        attn_weights = torch.bmm(q, k.transpose(1, 2))
+        attn_weights = F.softmax(attn_weights, dim=-1)  # official: .float() first, for fp16 (float64 here)
+        attn = torch.bmm(attn_weights, v)
+        attn = attn.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)
+        if len(self.dynamics) > 0:
+            dynamic_results = []
+            dynamic_x = dynamic_x.transpose(0, 1).contiguous().view(tgt_len, bsz, embed_dim)
+            for i in range(len(self.k_list)):
+                dynamic_results.append(self.dynamics[i](dynamic_x))
+            all_res = [attn]
+            if self.dynamic_gate_para is not None:
+                dynamic_res = torch.sum(
+                    torch.stack(dynamic_results, dim=-1) * F.softmax(self.dynamic_gate_para, dim=0), dim=-1)
+                all_res.append(dynamic_res)
+            else:
+                all_res.extend(dynamic_results)
+            attn = torch.cat(all_res, -1)
+        return self.out_proj(attn)
+
+    def layer(self, x):
+        residual = x
+        if self.normalize_before:
+            x = self.self_attn_layer_norm(x)
+        x1 = self.self_attn(x)
+        x2 = self.fc2(F.relu(self.fc1(x)))
+        x = x1 + x2
+        x += residual
+        if not self.normalize_before:
+            x = self.self_attn_layer_norm(x)
+        return x
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        t = x.flatten(2).permute(2, 0, 1)  # (T, B, C), T = H*W row-major
+        t = self.layer(t)
+        return t.permute(1, 2, 0).reshape(B, C, H, W)
+
+
+@_reference("muse")
+def _muse(m):
+    layer = m.layer
+    _require(layer, shared_projection=True)
+    ref = MUSERef(layer.dim, layer.heads, layer.hidden, layer.kernels, layer.dynamic_gate,
+                  layer.norm_place == "pre", layer.norm.eps)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(layer.in_proj.weight)
+        ref.in_proj_bias.copy_(layer.in_proj.bias)
+        for dst, src in zip(ref.dynamics, layer.kernel_proj):
+            dst.weight_linear.weight.copy_(src.weight)
+        if ref.dynamic_gate_para is not None:
+            ref.dynamic_gate_para.copy_(layer.alpha)
+        for dst, src in [(ref.out_proj, layer.out_proj), (ref.fc1, layer.fc1), (ref.fc2, layer.fc2),
+                         (ref.self_attn_layer_norm, layer.norm)]:
+            dst.load_state_dict(src.state_dict())
+    return ref
 # --- end muse ---
