@@ -65,6 +65,7 @@ def test_revit_b_parameters():
         86_566_121 - 150_528: "position embedding",
         86_566_121 + 768: "no class token (cls_embed_on: False): it pools",
         86_566_121 + 1536: "neither the token nor its position",
+        86_567_656: "ViT-B/16's count",
         86_566_121 + 11: "one scalar for the whole network",
         86_566_121 - 1: "α is a parameter too",
         86_566_121 - 769_000: "Linear(768, 1000)",

@@ -96,6 +96,7 @@ REVIT_B = _PATCH + _POS + _L * _BLOCK + 1 + _NORM + _HEAD
 # Typical mistakes:
 #   - the position embedding forgotten (196 × 768)
 #   - a class token added (ReViT-B has cls_embed_on: False), with or without its position
+#   - ViT-B/16's count (the ViT chapter's), with a class token and no α
 #   - one α per layer instead of one shared
 #   - α forgotten
 #   - the head, its bias, the patch embedding's bias or the final LayerNorm forgotten
@@ -107,6 +108,7 @@ def check_revit_b_parameters(answer: Any) -> Feedback:
         REVIT_B - _POS: "The position embedding is learned (use_abs_pos: True): one 768-vector per token.",
         REVIT_B + _D: "ReViT-B has no class token (cls_embed_on: False): it pools the tokens by their mean.",
         REVIT_B + 2 * _D: "ReViT-B has no class token (cls_embed_on: False), so neither the token nor its position.",
+        REVIT_B + 2 * _D - 1: "That is ViT-B/16's count (class token, 197 positions, no α); ReViT-B has no class token and one α.",
         REVIT_B + _L - 1: "α is one scalar for the whole network, not one per layer.",
         REVIT_B - 1: "The learned α is a parameter too (cfg.ReViT.alpha: True).",
         REVIT_B - _HEAD: "The 1000-class head is a Linear(768, 1000) with a bias.",
