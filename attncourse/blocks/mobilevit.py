@@ -38,7 +38,7 @@ class MobileViTBlock(nn.Module):
     pixel position in the patch), and a fusion with the input, on a ``(B, C, H, W)`` map.
 
     Paper: S. Mehta, M. Rastegari, "MobileViT: Light-weight, General-purpose, and Mobile-friendly
-    Vision Transformer", ICLR 2022, arXiv:2110.02178 (section 3.1, Fig. 1b). Official code:
+    Vision Transformer", ICLR 2022, arXiv:2110.02178 (Section 3, Fig. 1b). Official code:
     apple/ml-cvnets, ``cvnets/modules/mobilevit_block.py`` (``MobileViTBlock``, its ``unfolding``,
     ``folding`` and ``forward_spatial``), ``cvnets/modules/transformer.py`` (``TransformerEncoder``)
     and the network configuration ``cvnets/models/classification/config/mobilevit.py``.
