@@ -5,12 +5,13 @@ Each generator is deterministic in its ``seed`` and returns a :class:`Split` of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from einops import reduce
 
-__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "same_shapes", "side_by_side", "SHAPES", "digits"]
+__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "same_shapes", "side_by_side", "SHAPES", "digits", "corrupt", "CORRUPTIONS"]
 
 
 @dataclass(frozen=True)
@@ -341,3 +342,40 @@ def digits(*, test_fraction: float = 0.3, seed: int = 0) -> Split:
     n_test = int(round(test_fraction * len(y)))
     te, tr = perm[:n_test], perm[n_test:]
     return Split(x[tr], y[tr], x[te], y[te], 10, f"sklearn digits 8x8, seed {seed}")
+
+
+#: The corruptions :func:`corrupt` applies (the two of ImageNet-C's families that make sense on
+#: small synthetic and 8 x 8 images: additive noise and blur).
+CORRUPTIONS = ("noise", "blur")
+
+
+def corrupt(x: torch.Tensor, kind: str, severity: float, *, seed: int = 0, padding_mode: str = "zeros") -> torch.Tensor:
+    """A corrupted copy of the images ``x`` ``(N, C, H, W)``, for a robustness test after training.
+
+    ``kind="noise"``: Gaussian noise of standard deviation ``severity`` added to every pixel (seeded
+    by ``seed``, so every network sees the same corrupted set). ``kind="blur"``: a Gaussian blur of
+    standard deviation ``severity`` pixels, each channel on its own, with a kernel of side
+    ``2·ceil(2·severity) + 1`` normalised to sum 1, the image padded with zeros or, with
+    ``padding_mode="circular"`` (the torus of :func:`side_by_side`), wrapped around. Hendrycks and
+    Dietterich's ImageNet-C (ICLR 2019, arXiv:1903.12261) has both families among its fifteen.
+    """
+    if kind not in CORRUPTIONS:
+        raise ValueError(f"corrupt expected kind to be one of {list(CORRUPTIONS)}, got {kind!r}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
+        got = f"{x.dim()}-D {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"corrupt expected a floating-point (N, C, H, W) tensor, got {got}")
+    if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not severity > 0:
+        raise ValueError(f"corrupt expected a positive severity, got {severity!r}")
+    if padding_mode not in ("zeros", "circular"):
+        raise ValueError(f"corrupt expected padding_mode 'zeros' or 'circular', got {padding_mode!r}")
+    if kind == "noise":
+        gen = torch.Generator().manual_seed(seed)
+        return x + severity * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    r = math.ceil(2 * severity)
+    g = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype) ** 2 / (2 * severity**2))
+    g = g / g.sum()
+    c = x.shape[1]
+    k = (g[:, None] * g[None, :]).expand(c, 1, 2 * r + 1, 2 * r + 1)
+    if padding_mode == "circular":
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, r, r), mode="circular"), k, groups=c)
+    return torch.nn.functional.conv2d(x, k, padding=r, groups=c)

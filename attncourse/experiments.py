@@ -44,11 +44,11 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .data import Split, context_bars, cued_bars, same_shapes, side_by_side
+from .data import Split, context_bars, corrupt, cued_bars, digits, same_shapes, side_by_side
 from .channel.se_variants import SEVariant
 from .hybrid.scse import ChannelSE, SpatialSE
-from .nets import TinyNet
-from .train import TRAIN_THREADS, Comparison, History, compare, cpu_capability, numerics_fingerprint
+from .nets import TinyNet, TinyViT
+from .train import TRAIN_THREADS, Comparison, History, compare, cpu_capability, evaluate, numerics_fingerprint
 
 __all__ = ["Protocol", "PROTOCOLS", "Stored", "protocol", "run", "save", "load", "load_model", "results_path", "models_path"]
 
@@ -61,7 +61,9 @@ class Protocol:
     """A controlled comparison: one task, one network, one budget, several attention variants.
 
     ``variants`` maps a display name to ``(attn, kwargs)``: ``attn`` is ``None`` (no attention),
-    a registered mechanism name, or one of the module names ``"cse"``, ``"sse"``, ``"se-variant"``.
+    a registered mechanism name, or one of the module names ``"cse"``, ``"sse"``, ``"se-variant"``
+    (a :class:`TinyNet` with that module in its slot), or ``"tinyvit"`` (a :class:`TinyViT` built
+    with the protocol's ``vit_kwargs`` and the variant's ``kwargs``, e.g. ``{"block": "fan"}``).
     """
 
     name: str
@@ -78,11 +80,17 @@ class Protocol:
     #: them (``None``: every variant): the ones the chapters load, so that the stored file does
     #: not carry networks nobody reads. Not part of :meth:`describe`: it changes no result.
     networks: tuple[str, ...] | None = None
+    num_classes: int = 2
+    #: the settings every ``"tinyvit"`` variant shares (size, patch, dim, depth, ...)
+    vit_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: corrupted test sets every run is also evaluated on after training, by name:
+    #: ``(kind, severity)`` of :func:`attncourse.data.corrupt` (stored as ``History.corrupted``)
+    corruptions: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def data(self) -> Split:
         """The task's data (procedural, seeded)."""
         tasks = {"context_bars": context_bars, "cued_bars": cued_bars, "same_shapes": same_shapes,
-                 "side_by_side": side_by_side}
+                 "side_by_side": side_by_side, "digits": digits}
         return tasks[self.task](**self.task_kwargs)
 
     def network(self, variant: str) -> Callable[[], nn.Module]:
@@ -90,7 +98,9 @@ class Protocol:
         if variant not in self.variants:
             raise ValueError(f"Protocol {self.name!r} expected a variant in {sorted(self.variants)}, got {variant!r}")
         attn, kwargs = self.variants[variant]
-        in_channels, classes = self.in_channels, 2
+        in_channels, classes = self.in_channels, self.num_classes
+        if attn == "tinyvit":
+            return lambda: TinyViT(in_channels, classes, **{**self.vit_kwargs, **kwargs})
         return lambda: TinyNet(in_channels, classes, widths=self.widths, attn=_CLASSES.get(attn, attn),
                                attn_kwargs=kwargs, **self.network_kwargs)
 
@@ -105,7 +115,17 @@ class Protocol:
             "widths": list(self.widths), **self.fit_kwargs(),
             **({"network_kwargs": self.network_kwargs} if self.network_kwargs else {}),
             **({"in_channels": self.in_channels} if self.in_channels != 2 else {}),
+            **({"num_classes": self.num_classes} if self.num_classes != 2 else {}),
+            **({"vit_kwargs": self.vit_kwargs} if self.vit_kwargs else {}),
+            **({"corruptions": {k: list(v) for k, v in self.corruptions.items()}} if self.corruptions else {}),
         }
+
+    def corrupted_tests(self, data: Split) -> dict[str, Any]:
+        """The corrupted copies of ``data``'s test images, by corruption name (seed 0, so every
+        network is tested on the same images; circular blur on a torus task)."""
+        pad = self.network_kwargs.get("padding_mode", self.vit_kwargs.get("padding_mode", "zeros"))
+        return {name: corrupt(data.x_test, kind, severity, seed=0, padding_mode=pad)
+                for name, (kind, severity) in self.corruptions.items()}
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -339,7 +359,77 @@ PROTOCOLS: dict[str, Protocol] = {
         networks=("Window (M=6)", "Window (M=18)", "Outlook", "CoT", "HAB (M=6)", "OCAB (M=6)", "MaSA",
                   "MaSA (decomposed)"),  # the side-by-side chapter's pictures
     ),
+    # Part VI, attention inside transformer blocks, on a task a tiny ViT learns within a CPU budget:
+    # scikit-learn's 8 x 8 digits (10 classes, 1,258 training images). TinyViT: 2 x 2 patches (16
+    # tokens of width 32), two blocks of 4 heads with MLPs of width 64, learned positions, mean
+    # pooling; every Part VI block takes the same slot. TinyNet (16, 32) with the best modules of
+    # Parts I-V after its second block, MobileViT's block there too. Twenty epochs at lr 3e-3 for
+    # every variant (ViTs learn slowly: 10 epochs left the ViT at 0.80, seed 0). Every network is
+    # also tested on noisy and blurred copies of the test set: FAN's claim is robustness.
+    "blocks": Protocol(
+        name="blocks",
+        task="digits",
+        task_kwargs={"seed": 0},
+        variants={
+            "TinyNet": (None, {}),
+            "TinyNet + CBAM": ("cbam", {"reduction": 4}),
+            "TinyNet + CoT": ("cot", {}),
+            "TinyNet + MaSA": ("masa", {"heads": 2}),
+            "TinyNet + MobileViT": ("mobilevit", {"heads": 4, "mlp_ratio": 2}),
+            "ViT": ("tinyvit", {"block": "vit"}),
+            "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
+            "FAN": ("tinyvit", {"block": "fan"}),
+            # PyTorch's start, as the ViT's, so that the residual (and its one parameter, alpha) is
+            # the only difference between the two (ReViT's official start is a normal(0.02))
+            "ReViT": ("tinyvit", {"block": "revit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
+            "MUSE": ("tinyvit", {"block": "muse"}),
+        },
+        widths=(16, 32),
+        epochs=20,
+        lr=3e-3,
+        network_kwargs={"attn_blocks": [1]},
+        in_channels=1,
+        num_classes=10,
+        vit_kwargs={"size": [8, 8], "patch": 2, "dim": 32, "depth": 2, "block_kwargs": {"heads": 4, "mlp_ratio": 2}},
+        corruptions={"noise 0.25": ("noise", 0.25), "noise 0.5": ("noise", 0.5), "blur 1": ("blur", 1.0)},
+        networks=("ViT", "FAN", "ReViT", "MUSE", "TinyNet + MobileViT"),
+    ),
+    # Part VI on Part III's relational question (side_by_side, 9 apart on an 18 x 18 torus): TinyViT
+    # with 3 x 3 patches (36 tokens; with 2 x 2 patches, 81 tokens, the ViT stayed at chance in 20
+    # epochs, seed 0), Part III's circular TinyNet with Part V's best module there (Window, M = 6,
+    # 5 seeds of 5 in local_where) as the reference. The same budget for all: 20 epochs at lr 3e-3.
+    "blocks_where": Protocol(
+        name="blocks_where",
+        task="side_by_side",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0, "size": 18, "distance": 9},
+        variants={
+            "TinyNet": (None, {}),
+            "TinyNet + Window (M=6)": ("window", {"window_size": 6, "heads": 4}),
+            "TinyNet + MobileViT": ("mobilevit", {"heads": 4, "mlp_ratio": 2}),
+            "ViT": ("tinyvit", {"block": "vit"}),
+            "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
+            "FAN": ("tinyvit", {"block": "fan"}),
+            # PyTorch's start, as the ViT's, so that the residual (and its one parameter, alpha) is
+            # the only difference between the two (ReViT's official start is a normal(0.02))
+            "ReViT": ("tinyvit", {"block": "revit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
+            "MUSE": ("tinyvit", {"block": "muse"}),
+        },
+        widths=(16, 32, 32),
+        epochs=20,
+        lr=3e-3,
+        network_kwargs={"pool_every": 0, "attn_blocks": [1], "padding_mode": "circular"},
+        in_channels=1,
+        vit_kwargs={"size": [18, 18], "patch": 3, "dim": 32, "depth": 2, "block_kwargs": {"heads": 4, "mlp_ratio": 2}},
+        networks=("ViT", "FAN", "ReViT", "MUSE", "TinyNet + Window (M=6)", "TinyNet + MobileViT"),
+    ),
 }
+
+
+def _history_doc(h: History) -> dict[str, Any]:
+    doc: dict[str, Any] = {"train_loss": h.train_loss, "test_acc": h.test_acc, "seconds": h.seconds}
+    if h.corrupted:
+        doc["corrupted"] = h.corrupted
+    return doc
 
 
 def _seed0_weights(result: Comparison, name: str) -> dict[str, dict[str, torch.Tensor]]:
@@ -363,8 +453,17 @@ def run(name: str, seeds: Sequence[int] = (0, 1, 2, 3, 4), variants: Sequence[st
     the trained networks in ``Comparison.models``, for :func:`save` to store the first seed's)."""
     p = protocol(name)
     chosen = list(p.variants) if variants is None else list(variants)
-    return compare({v: p.network(v) for v in chosen}, p.data(), seeds=seeds, progress=progress,
-                   keep_models=keep_models, **p.fit_kwargs())
+    data = p.data()
+    result = compare({v: p.network(v) for v in chosen}, data, seeds=seeds, progress=progress,
+                     keep_models=keep_models or bool(p.corruptions), **p.fit_kwargs())
+    if p.corruptions:  # every trained network on every corrupted test set (History.corrupted)
+        tests = p.corrupted_tests(data)
+        for v in chosen:
+            for model, h in zip(result.models[v], result.histories[v]):
+                h.corrupted = {c: evaluate(model, x, data.y_test) for c, x in tests.items()}
+        if not keep_models:
+            result.models.clear()
+    return result
 
 
 def results_path(name: str) -> Path:
@@ -393,7 +492,7 @@ def save(result: Comparison, name: str, path: str | Path | None = None) -> Path:
         "protocol": protocol(name).describe(),
         "seeds": result.seeds,
         "parameters": result.parameters,
-        "histories": {k: [{"train_loss": h.train_loss, "test_acc": h.test_acc, "seconds": h.seconds} for h in hs]
+        "histories": {k: [_history_doc(h) for h in hs]
                       for k, hs in result.histories.items()},
         "machine": machine(),
     }
@@ -438,7 +537,7 @@ def merge(result: Comparison, name: str, path: str | Path | None = None) -> Path
         raise ValueError(f"experiments.merge: variants {sorted(missing)} would have no runs; name them too")
     order = list(now["variants"])
     hist = {v: doc["histories"][v] for v in kept}
-    hist.update({k: [{"train_loss": h.train_loss, "test_acc": h.test_acc, "seconds": h.seconds} for h in hs]
+    hist.update({k: [_history_doc(h) for h in hs]
                  for k, hs in result.histories.items()})
     params = {**{v: doc["parameters"][v] for v in kept}, **result.parameters}
     doc["protocol"] = now
@@ -488,7 +587,8 @@ def load(name: str, path: str | Path | None = None, *, check: bool = True) -> St
     """
     path = Path(path) if path is not None else results_path(name)
     doc = json.loads(path.read_text(encoding="utf-8"))
-    histories = {k: [History(h["train_loss"], h["test_acc"], h["seconds"]) for h in hs] for k, hs in doc["histories"].items()}
+    histories = {k: [History(h["train_loss"], h["test_acc"], h["seconds"], h.get("corrupted", {})) for h in hs]
+                 for k, hs in doc["histories"].items()}
     result = Comparison(doc["seeds"], histories, doc["parameters"])
     if check:
         p = protocol(name)

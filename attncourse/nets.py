@@ -131,7 +131,8 @@ class TinyViT(nn.Module):
         dim: D, the tokens' width.
         depth: the number of blocks.
         block: a registered block name (default ``"vit"``) or a factory ``dim -> module``.
-        block_kwargs: keyword arguments for the block (e.g. ``{"heads": 4, "mlp_ratio": 2}``).
+        block_kwargs: keyword arguments for the block; ``None`` (default): ``{"heads": 4, "mlp_ratio": 2}``,
+            the part's setting (four heads of width ``dim / 4``, MLPs of width ``2 · dim``).
         position: ``"learned"`` (default; ViT's E_pos, one D-vector per patch, truncated normal with
             std 0.02 at the start, as timm), ``"sine"`` (DETR's fixed 2-D code,
             :func:`attncourse.selfattn.sine_position_2d`) or ``None`` (no code: the blocks see a set
@@ -140,7 +141,12 @@ class TinyViT(nn.Module):
         attn_kwargs: its keyword arguments.
 
     Pooling: the mean of the final tokens (ViT's ``classifier='gap'`` option) rather than a class
-    token, so that every block keeps the ``(B, D, H, W)`` map interface. Shapes: ``(B, C, H, W)`` →
+    token, so that every block keeps the ``(B, D, H, W)`` map interface; then a LayerNorm and the
+    head. The LayerNorm acts on the mean, as timm's ``fc_norm`` does; the official code's ``'gap'``
+    normalises every token and then takes the mean.
+
+    ``stem`` (default none): widths of 3 × 3 conv blocks (:class:`ConvBlock`, ``padding_mode``) run
+    before the patch embedding, ViT's hybrid architecture (its section 3.1) in small. Shapes: ``(B, C, H, W)`` →
     ``(B, num_classes)``.
     """
 
@@ -158,10 +164,13 @@ class TinyViT(nn.Module):
         position: str | None = "learned",
         attn: Attn = None,
         attn_kwargs: dict[str, Any] | None = None,
+        stem: Sequence[int] = (),
+        padding_mode: str = "zeros",
     ):
         super().__init__()
         self.in_channels = check_positive_int(self, "in_channels", in_channels)
         check_positive_int(self, "num_classes", num_classes)
+        check_choice(self, "padding_mode", padding_mode, ("zeros", "circular"))
         self.patch = check_positive_int(self, "patch", patch)
         self.dim = check_positive_int(self, "dim", dim)
         depth = check_positive_int(self, "depth", depth)
@@ -173,13 +182,21 @@ class TinyViT(nn.Module):
             raise ValueError(f"TinyViT expected size divisible by patch={patch}, got size={self.size}")
         self.grid = (self.size[0] // patch, self.size[1] // patch)
         self.position = position
-        self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)  # eq. (1)'s E on every P x P patch
+        convs: list[nn.Module] = []
+        c = in_channels
+        for w in stem:  # the hybrid architecture's CNN (ViT section 3.1): 3x3 conv blocks at full resolution
+            convs.append(ConvBlock(c, check_positive_int(self, "stem width", w), padding_mode=padding_mode))
+            c = w
+        self.stem = nn.Sequential(*convs)
+        self.embed = nn.Conv2d(c, dim, patch, stride=patch)  # eq. (1)'s E on every P x P patch
         if position == "learned":
             self.position_embedding = nn.Parameter(torch.empty(1, dim, *self.grid))
             nn.init.trunc_normal_(self.position_embedding, std=0.02)
         elif position == "sine":
             code = rearrange(sine_position_2d(*self.grid, dim), "(h w) c -> 1 c h w", h=self.grid[0])
             self.register_buffer("position_embedding", code, persistent=False)
+        if block_kwargs is None:
+            block_kwargs = {"heads": 4, "mlp_ratio": 2}
         layers: list[nn.Module] = []
         cls = get(block) if isinstance(block, str) else None
         if cls is not None and getattr(cls, "spans_blocks", False):
@@ -199,7 +216,7 @@ class TinyViT(nn.Module):
         check_input(self, x, self.in_channels)
         if tuple(x.shape[2:]) != self.size:
             raise ValueError(f"TinyViT was built for inputs of size (H, W) = {self.size}, got {tuple(x.shape[2:])}")
-        z = self.embed(x)
+        z = self.embed(self.stem(x))
         if self.position is not None:
             z = z + self.position_embedding.to(z.dtype)
         z = self.blocks(z)

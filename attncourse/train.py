@@ -97,6 +97,9 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    #: accuracy on corrupted copies of the test set after training, by corruption name (protocols
+    #: with ``corruptions``; see :func:`attncourse.experiments.run`)
+    corrupted: dict[str, float] = field(default_factory=dict)
 
     @property
     def final_acc(self) -> float:

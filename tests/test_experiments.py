@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from attncourse import experiments
+from attncourse.nets import TinyNet, TinyViT
 from attncourse.train import Comparison, History, fit, numerics_fingerprint, pinned_threads
 
 
@@ -37,6 +38,34 @@ def test_save_load_round_trip(tmp_path):
     stored = experiments.load("channel", path)
     assert stored.result.seeds == [0] and stored.result.mean("ECA") == 0.5
     assert stored.machine["torch"].startswith("2.")
+
+
+def test_corrupted_accuracies_and_vit_variants_round_trip(tmp_path):
+    p = experiments.protocol("blocks")
+    assert p.corruptions and p.num_classes == 10 and any(a == "tinyvit" for a, _ in p.variants.values())
+    assert isinstance(p.network("FAN")(), TinyViT) and isinstance(p.network("TinyNet + CBAM")(), TinyNet)
+    params = {v: sum(q.numel() for q in p.network(v)().parameters()) for v in p.variants}
+    hist = {v: [History([0.7] * p.epochs, [0.5] * p.epochs, 1.0, {c: 0.25 for c in p.corruptions})] for v in p.variants}
+    path = experiments.save(Comparison([0], hist, params), "blocks", tmp_path / "blocks.json")
+    stored = experiments.load("blocks", path)
+    assert stored.result.histories["FAN"][0].corrupted == {c: 0.25 for c in p.corruptions}
+    tests = p.corrupted_tests(p.data())
+    assert set(tests) == set(p.corruptions) and all(t.shape == p.data().x_test.shape for t in tests.values())
+
+
+def test_run_evaluates_every_network_on_every_corruption(monkeypatch):
+    from attncourse import data as data_module
+
+    p = experiments.protocol("blocks")
+    small = data_module.digits()
+    small = data_module.Split(small.x_train[:64], small.y_train[:64], small.x_test[:50], small.y_test[:50], 10)
+    monkeypatch.setattr(experiments.Protocol, "data", lambda self: small)
+    monkeypatch.setattr(experiments.Protocol, "fit_kwargs", lambda self: {"epochs": 1, "lr": 1e-3, "batch_size": 64})
+    r = experiments.run("blocks", seeds=[0], variants=["TinyNet", "ViT"], progress=False)
+    assert not r.models  # kept only to evaluate them
+    for v in ("TinyNet", "ViT"):
+        c = r.histories[v][0].corrupted
+        assert set(c) == set(p.corruptions) and all(0 <= a <= 1 and abs(a * 50 - round(a * 50)) < 1e-9 for a in c.values())
 
 
 def _tampered(tmp_path, edit):

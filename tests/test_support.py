@@ -303,3 +303,28 @@ def test_plot_results_fits_the_book_width_and_gives_every_variant_its_colour():
     assert len(colours) == 12  # tab20 beyond ten variants: no colour used twice
     assert min(t.get_fontsize() for t in axes[1].get_xticklabels()) >= FONT
     plt.close(fig)
+
+
+def test_corrupt_adds_seeded_noise_and_blurs_with_a_normalised_kernel():
+    from attncourse.data import corrupt
+
+    x = torch.zeros(2, 3, 9, 9)
+    x[:, :, 4, 4] = 1.0
+    n1, n2 = corrupt(x, "noise", 0.5, seed=3), corrupt(x, "noise", 0.5, seed=3)
+    assert torch.equal(n1, n2) and not torch.equal(n1, corrupt(x, "noise", 0.5, seed=4))
+    assert abs(float((n1 - x).std()) - 0.5) < 0.1
+    b = corrupt(x, "blur", 1.0)
+    assert b.shape == x.shape
+    torch.testing.assert_close(b.sum(dim=(2, 3)), torch.ones(2, 3))  # the mass stays (not near the border)
+    assert b[0, 0, 4, 4] == b[0, 0].max() and b[0, 0, 4, 5] == b[0, 0, 5, 4] == b[0, 0, 4, 3]  # symmetric
+    g = torch.exp(-torch.tensor([0.0, 1.0]) / 2)
+    assert abs(float(b[0, 0, 4, 5] / b[0, 0, 4, 4]) - float(g[1] / g[0])) < 1e-6  # a Gaussian of sigma 1
+    edge = torch.zeros(1, 1, 9, 9)
+    edge[0, 0, 0, 0] = 1.0
+    assert float(corrupt(edge, "blur", 1.0).sum()) < 0.6  # zero padding loses mass at a corner
+    torch.testing.assert_close(corrupt(edge, "blur", 1.0, padding_mode="circular").sum(), torch.tensor(1.0))  # a torus keeps it
+    for bad, match in [(("fog", 1.0), "kind"), (("noise", 0), "severity"), (("noise", True), "severity")]:
+        with pytest.raises(ValueError, match=match):
+            corrupt(x, *bad)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        corrupt(x[0], "noise", 1.0)
