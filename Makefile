@@ -69,6 +69,8 @@ results: $(STAMP)
 	$(BIN)/python -m attncourse.experiments local --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments local_where --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.local.sweep
+	$(BIN)/python -m attncourse.experiments blocks --seeds 0 1 2 3 4 --keep-models
+	$(BIN)/python -m attncourse.experiments blocks_where --seeds 0 1 2 3 4 --keep-models
 
 clean:
 	rm -rf build

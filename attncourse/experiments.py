@@ -19,6 +19,8 @@ Re-run a part (about 2 to 6 minutes each on 2 cores)::
     python -m attncourse.experiments linear --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments local --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments local_where --seeds 0 1 2 3 4 --keep-models
+    python -m attncourse.experiments blocks --seeds 0 1 2 3 4 --keep-models
+    python -m attncourse.experiments blocks_where --seeds 0 1 2 3 4 --keep-models
 
 Add a variant to a part without re-running the others (its runs are merged into the stored file;
 the other variants' runs stay as stored, which is what a full re-run would give them too, since
@@ -441,7 +443,8 @@ def _seed0_weights(result: Comparison, name: str) -> dict[str, dict[str, torch.T
 
 def protocol(name: str) -> Protocol:
     """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` and ``"hybrid2"`` (Part II), ``"selfattn"`` and
-    ``"selfattn_far"`` and ``"where"`` (Part III), ``"linear"`` (Part IV), ``"local"`` and ``"local_where"`` (Part V)."""
+    ``"selfattn_far"`` and ``"where"`` (Part III), ``"linear"`` (Part IV), ``"local"`` and ``"local_where"`` (Part V),
+    ``"blocks"`` and ``"blocks_where"`` (Part VI)."""
     if name not in PROTOCOLS:
         raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]

@@ -220,7 +220,9 @@ REPEATED = {"channel": "SE (r=4)", "hybrid": "CBAM (r=4)", "hybrid2": "EMA (G=8)
             "selfattn_far": "GC (r=4)", "linear": "FLatten", "where": "SE (r=4)",
             # Part V: the baselines (the quickest to train); local_where's is the run copied from
             # "where", so this also checks that the copy is what this protocol trains
-            "local": "baseline", "local_where": "baseline"}
+            "local": "baseline", "local_where": "baseline",
+            # Part VI: a TinyViT, the part's new network (the ViT on digits takes about 5 s)
+            "blocks": "ViT", "blocks_where": "ViT"}
 
 
 def test_every_protocol_has_a_repeated_variant():
