@@ -108,8 +108,9 @@ class MUSELayer(nn.Module):
     ``5C² + 2CF + 7C + F + C·h·Σk + n`` (attention 4C² + 4C with the 2C → C out_proj's extra C²,
     kernel predictors C·h·k each, alpha n, FFN 2CF + F + C, LayerNorm 2C).
     ``attention(t)`` returns the attention weights ``(B, h, N, N)``, ``dynamic_kernels(t)`` the
-    predicted kernels, one ``(B, N, h, k)`` per size, and ``branch_weights()`` softmax(alpha), each
-    through its :class:`~attncourse.layers.Gate`.
+    predicted kernels, one ``(B, N, h, k)`` per size, ``conv_weights(t)`` the banded ``(B, h, N, N)``
+    matrices forward applies (one with the gate, else one per size), and ``branch_weights()``
+    softmax(alpha), each through its :class:`~attncourse.layers.Gate`.
     """
 
     def __init__(
