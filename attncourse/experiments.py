@@ -381,8 +381,10 @@ PROTOCOLS: dict[str, Protocol] = {
             "ViT": ("tinyvit", {"block": "vit"}),
             "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
             "FAN": ("tinyvit", {"block": "fan"}),
-            # PyTorch's start, as the ViT's, so that the residual (and its one parameter, alpha) is
-            # the only difference between the two (ReViT's official start is a normal(0.02))
+            # ReViT against the ViT from the same initial weights (PyTorch's start for both; ReViT's
+            # official start is a normal(0.02), the ViT's Xavier), so that the residual (and its one
+            # parameter, alpha) is the only difference between the two
+            "ViT (PyTorch start)": ("tinyvit", {"block": "vit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
             "ReViT": ("tinyvit", {"block": "revit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
             "MUSE": ("tinyvit", {"block": "muse"}),
         },
@@ -394,7 +396,7 @@ PROTOCOLS: dict[str, Protocol] = {
         num_classes=10,
         vit_kwargs={"size": [8, 8], "patch": 2, "dim": 32, "depth": 2, "block_kwargs": {"heads": 4, "mlp_ratio": 2}},
         corruptions={"noise 0.25": ("noise", 0.25), "noise 0.5": ("noise", 0.5), "blur 1": ("blur", 1.0)},
-        networks=("ViT", "FAN", "ReViT", "MUSE", "TinyNet + MobileViT"),
+        networks=("ViT", "FAN", "ViT (PyTorch start)", "ReViT", "MUSE", "TinyNet + MobileViT"),
     ),
     # Part VI on Part III's relational question (side_by_side, 9 apart on an 18 x 18 torus): TinyViT
     # with 3 x 3 patches (36 tokens; with 2 x 2 patches, 81 tokens, the ViT stayed at chance in 20
@@ -411,8 +413,10 @@ PROTOCOLS: dict[str, Protocol] = {
             "ViT": ("tinyvit", {"block": "vit"}),
             "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
             "FAN": ("tinyvit", {"block": "fan"}),
-            # PyTorch's start, as the ViT's, so that the residual (and its one parameter, alpha) is
-            # the only difference between the two (ReViT's official start is a normal(0.02))
+            # ReViT against the ViT from the same initial weights (PyTorch's start for both; ReViT's
+            # official start is a normal(0.02), the ViT's Xavier), so that the residual (and its one
+            # parameter, alpha) is the only difference between the two
+            "ViT (PyTorch start)": ("tinyvit", {"block": "vit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
             "ReViT": ("tinyvit", {"block": "revit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
             "MUSE": ("tinyvit", {"block": "muse"}),
         },
@@ -422,7 +426,7 @@ PROTOCOLS: dict[str, Protocol] = {
         network_kwargs={"pool_every": 0, "attn_blocks": [1], "padding_mode": "circular"},
         in_channels=1,
         vit_kwargs={"size": [18, 18], "patch": 3, "dim": 32, "depth": 2, "block_kwargs": {"heads": 4, "mlp_ratio": 2}},
-        networks=("ViT", "FAN", "ReViT", "MUSE", "TinyNet + Window (M=6)", "TinyNet + MobileViT"),
+        networks=("ViT", "FAN", "ViT (PyTorch start)", "ReViT", "MUSE", "TinyNet + Window (M=6)", "TinyNet + MobileViT"),
     ),
 }
 

@@ -450,3 +450,30 @@ def test_tinyvit_bad_input_is_named():
         with pytest.raises(ValueError, match="TinyViT") as info:
             net(bad)
         assert words in str(info.value), str(info.value)
+
+
+def test_the_official_start_and_the_pytorch_one():
+    """init="official": Xavier-uniform Dense weights (q, k, v each D x D, as Flax's three Dense layers),
+    zero attention biases, N(0, 1e-6) MLP biases; init="pytorch": TransformerBlock's own start."""
+    import math
+
+    torch.manual_seed(0)
+    d = 96
+    b = attncourse.create("vit", d, heads=2)
+    assert b.init == "official"
+    for w in b.block.attn.qkv.weight.chunk(3) + (b.block.attn.proj.weight,):
+        bound = math.sqrt(6 / (2 * d))
+        assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound  # uniform up to the bound
+        assert abs(w.var().item() - bound**2 / 3) < 0.1 * bound**2 / 3
+    fc1 = b.block.mlp.fc1.weight
+    assert fc1.abs().max() <= math.sqrt(6 / (d + 4 * d)) and fc1.abs().max() > 0.95 * math.sqrt(6 / (d + 4 * d))
+    assert torch.all(b.block.attn.qkv.bias == 0) and torch.all(b.block.attn.proj.bias == 0)
+    assert 0 < b.block.mlp.fc1.bias.abs().max() < 1e-5 and 0 < b.block.mlp.fc2.bias.abs().max() < 1e-5
+    torch.manual_seed(1)
+    p = attncourse.create("vit", d, heads=2, init="pytorch")
+    torch.manual_seed(1)
+    t = TransformerBlock(d, heads=2)
+    for (k, x), (_, y) in zip(p.block.state_dict().items(), t.state_dict().items()):
+        assert torch.equal(x, y), k
+    with pytest.raises(ValueError, match="ViTBlock2d expected init to be one of"):
+        attncourse.create("vit", d, heads=2, init="xavier")

@@ -16,7 +16,7 @@ from .._checks import check_channels, check_choice, check_heads, check_input, ch
 from .._registry import register
 from ..layers import Gate
 
-__all__ = ["Mlp", "TokenSelfAttention", "TransformerBlock", "ViTBlock2d"]
+__all__ = ["Mlp", "TokenSelfAttention", "TransformerBlock", "ViTBlock2d", "official_init"]
 
 
 def _check_ratio(module: object, mlp_ratio: object) -> float:
@@ -162,6 +162,24 @@ class TransformerBlock(nn.Module):
         return t + m  # (3)
 
 
+@torch.no_grad()
+def official_init(block: TransformerBlock) -> TransformerBlock:
+    """Start ``block`` as ViT's official code starts an ``Encoder1DBlock`` (``vit_jax/models_vit.py``):
+    Xavier-uniform weights in every Dense layer, q, k and v each as its own D × D matrix (Flax's
+    separate Dense layers; the fused ``qkv`` is initialised a third at a time), zero attention
+    biases, N(0, 1e-6) MLP biases. LayerNorms keep their start (1 and 0). Returns ``block``."""
+    for w in block.attn.qkv.weight.chunk(3, dim=0):  # W^Q, W^K, W^V: (D, D) each
+        nn.init.xavier_uniform_(w)
+    nn.init.xavier_uniform_(block.attn.proj.weight)
+    for lin in (block.attn.qkv, block.attn.proj):
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
+    for lin in (block.mlp.fc1, block.mlp.fc2):
+        nn.init.xavier_uniform_(lin.weight)
+        nn.init.normal_(lin.bias, std=1e-6)
+    return block
+
+
 @register("vit")
 class ViTBlock2d(nn.Module):
     r"""ViT's encoder block applied to a feature map: one token per position,
@@ -178,6 +196,7 @@ class ViTBlock2d(nn.Module):
         heads: h; ``None`` (default) uses ViT-B's head width of 64 (needs C divisible by 64).
         mlp_ratio: the MLP's width over D (4 in ViT).
         qkv_bias: biases on the q, k, v projections (ViT's: ``True``).
+        init: ``"official"`` (default) or ``"pytorch"``, the start (below).
 
     The block carries no position code: like every plug-in of the course it sees the map the
     network gives it (positions, if any, are the network's: :class:`attncourse.nets.TinyViT` adds
@@ -192,9 +211,12 @@ class ViTBlock2d(nn.Module):
     - q, k, v: one ``Linear(C, 3C)`` (timm's layout); Flax has three Dense layers of ``(C, h, d)``
       kernels, the same numbers rearranged.
     - No dropout (ViT-B/16's configuration trains with dropout 0.0 as well).
-    - Initialisation: PyTorch's defaults for the Linear layers and LayerNorms (the official code
-      uses Xavier-uniform weights with N(0, 1e-6) MLP biases and zero attention biases; timm a
-      truncated normal of std 0.02). The course's choice, not the paper's.
+    - Initialisation (``init``): ``"official"`` (default) starts the block as the official code
+      does: Xavier-uniform weights in every Dense layer (q, k and v each as its own D × D
+      matrix, as Flax's three Dense layers, so the bound is sqrt(6 / 2D) for the fused ``qkv``
+      too), zero attention biases, N(0, 1e-6) MLP biases, LayerNorms at 1 and 0.
+      ``"pytorch"``: PyTorch's defaults for every layer (what :class:`TransformerBlock` alone
+      gives; the part's protocols use it as a control, where ReViT starts from the same weights).
     - The MLP's width is ``round(mlp_ratio · C)`` (timm: ``int(mlp_ratio · C)``; the same for
       every integer product, e.g. the ratio 4 of ViT and 2 of the part's protocol).
 
@@ -204,11 +226,18 @@ class ViTBlock2d(nn.Module):
     ``+ 4C`` (two LayerNorms): ``12C² + 13C`` at r = 4.
     """
 
-    def __init__(self, channels: int, *, heads: int | None = None, mlp_ratio: float = 4.0, qkv_bias: bool = True) -> None:
+    def __init__(
+        self, channels: int, *, heads: int | None = None, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+        init: str = "official",
+    ) -> None:
         super().__init__()
         self.channels = check_channels(self, channels)
         heads = check_heads(self, self.channels, heads, width=64, source="ViT-B's ")
+        check_choice(self, "init", init, ("official", "pytorch"))
+        self.init = init
         self.block = TransformerBlock(self.channels, heads=heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias)
+        if init == "official":
+            official_init(self.block)
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         """The attention weights of the block's MSA, ``(B, h, H*W, H*W)``."""
