@@ -71,6 +71,7 @@ results: $(STAMP)
 	$(BIN)/python -m attncourse.local.sweep
 	$(BIN)/python -m attncourse.experiments blocks --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments blocks_where --seeds 0 1 2 3 4 --keep-models
+	$(BIN)/python -m attncourse.experiments blocks_phase --seeds 0 1 2 3 4
 
 clean:
 	rm -rf build

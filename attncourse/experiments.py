@@ -21,6 +21,7 @@ Re-run a part (about 2 to 6 minutes each on 2 cores)::
     python -m attncourse.experiments local_where --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments blocks --seeds 0 1 2 3 4 --keep-models
     python -m attncourse.experiments blocks_where --seeds 0 1 2 3 4 --keep-models
+    python -m attncourse.experiments blocks_phase --seeds 0 1 2 3 4
 
 Add a variant to a part without re-running the others (its runs are merged into the stored file;
 the other variants' runs stay as stored, which is what a full re-run would give them too, since
@@ -428,6 +429,24 @@ PROTOCOLS: dict[str, Protocol] = {
         vit_kwargs={"size": [18, 18], "patch": 3, "dim": 32, "depth": 2, "block_kwargs": {"heads": 4, "mlp_ratio": 2}},
         networks=("ViT", "FAN", "ViT (PyTorch start)", "ReViT", "MUSE", "TinyNet + Window (M=6)", "TinyNet + MobileViT"),
     ),
+    # The control for blocks_where's "ViT (no positions)": the copies 8 apart instead of 9. At 9, a
+    # multiple of the 3 x 3 patches, both copies are cut by the patch grid at the same phase along
+    # the axis that gives the label (and at phases up to 2 apart along the other, the jitter), so
+    # the set of patches can carry the answer without any position; at 8 the phases differ along
+    # both axes. Same network and budget as blocks_where.
+    "blocks_phase": Protocol(
+        name="blocks_phase",
+        task="side_by_side",
+        task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0, "size": 18, "distance": 8},
+        variants={
+            "ViT": ("tinyvit", {"block": "vit"}),
+            "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
+        },
+        epochs=20,
+        lr=3e-3,
+        in_channels=1,
+        vit_kwargs={"size": [18, 18], "patch": 3, "dim": 32, "depth": 2, "block_kwargs": {"heads": 4, "mlp_ratio": 2}},
+    ),
 }
 
 
@@ -448,7 +467,7 @@ def _seed0_weights(result: Comparison, name: str) -> dict[str, dict[str, torch.T
 def protocol(name: str) -> Protocol:
     """The protocol of a part: ``"channel"`` (Part I), ``"hybrid"`` and ``"hybrid2"`` (Part II), ``"selfattn"`` and
     ``"selfattn_far"`` and ``"where"`` (Part III), ``"linear"`` (Part IV), ``"local"`` and ``"local_where"`` (Part V),
-    ``"blocks"`` and ``"blocks_where"`` (Part VI)."""
+    ``"blocks"``, ``"blocks_where"`` and ``"blocks_phase"`` (Part VI)."""
     if name not in PROTOCOLS:
         raise ValueError(f"experiments expected a protocol in {sorted(PROTOCOLS)}, got {name!r}")
     return PROTOCOLS[name]

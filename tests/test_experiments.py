@@ -222,7 +222,7 @@ REPEATED = {"channel": "SE (r=4)", "hybrid": "CBAM (r=4)", "hybrid2": "EMA (G=8)
             # "where", so this also checks that the copy is what this protocol trains
             "local": "baseline", "local_where": "baseline",
             # Part VI: a TinyViT, the part's new network (the ViT on digits takes about 5 s)
-            "blocks": "ViT", "blocks_where": "ViT"}
+            "blocks": "ViT", "blocks_where": "ViT", "blocks_phase": "ViT (no positions)"}
 
 
 def test_every_protocol_has_a_repeated_variant():
