@@ -95,7 +95,7 @@ class ReViTBlock(nn.Module):
             got = tuple(prev_logits.shape) if isinstance(prev_logits, torch.Tensor) else type(prev_logits).__name__
             raise ValueError(f"ReViTBlock expected prev_logits of shape ({b}, {self.heads}, {n}, {n}), got {got}")
         q, k, v = rearrange(self.attn.qkv(self.norm1(t)), "b n (three h d) -> three b h n d", three=3, h=self.heads)
-        logits = q @ k.transpose(-2, -1) * self.head_dim**-0.5  # S_l = Q K^T / sqrt(d): (B, h, N, N)
+        logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # S_l = Q K^T / sqrt(d): (B, h, N, N), q scaled first (N d products, not N^2)
         if prev_logits is not None:
             logits = alpha * logits + (1 - alpha) * prev_logits  # A_l = α S_l + (1 − α) A_{l−1}
         weights = self.attn.gate(logits)  # softmax(A_l), rows summing to 1
