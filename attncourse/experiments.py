@@ -131,6 +131,19 @@ class Protocol:
                 for name, (kind, severity) in self.corruptions.items()}
 
 
+# Part VI's TinyViT variants, the same in its protocols: one per block (the protocol's vit_kwargs
+# give the sizes). ReViT runs against the ViT from the same initial weights (PyTorch's start for
+# both; ReViT's official start is a normal(0.02), the ViT's Xavier), so that the residual (and its
+# one parameter, alpha) is the only difference between the two.
+_TINYVIT_VARIANTS: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "ViT": ("tinyvit", {"block": "vit"}),
+    "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
+    "FAN": ("tinyvit", {"block": "fan"}),
+    "ViT (PyTorch start)": ("tinyvit", {"block": "vit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
+    "ReViT": ("tinyvit", {"block": "revit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
+    "MUSE": ("tinyvit", {"block": "muse"}),
+}
+
 PROTOCOLS: dict[str, Protocol] = {
     "channel": Protocol(
         name="channel",
@@ -379,15 +392,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "TinyNet + CoT": ("cot", {}),
             "TinyNet + MaSA": ("masa", {"heads": 2}),
             "TinyNet + MobileViT": ("mobilevit", {"heads": 4, "mlp_ratio": 2}),
-            "ViT": ("tinyvit", {"block": "vit"}),
-            "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
-            "FAN": ("tinyvit", {"block": "fan"}),
-            # ReViT against the ViT from the same initial weights (PyTorch's start for both; ReViT's
-            # official start is a normal(0.02), the ViT's Xavier), so that the residual (and its one
-            # parameter, alpha) is the only difference between the two
-            "ViT (PyTorch start)": ("tinyvit", {"block": "vit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
-            "ReViT": ("tinyvit", {"block": "revit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
-            "MUSE": ("tinyvit", {"block": "muse"}),
+            **_TINYVIT_VARIANTS,
         },
         widths=(16, 32),
         epochs=20,
@@ -411,15 +416,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "TinyNet": (None, {}),
             "TinyNet + Window (M=6)": ("window", {"window_size": 6, "heads": 4}),
             "TinyNet + MobileViT": ("mobilevit", {"heads": 4, "mlp_ratio": 2}),
-            "ViT": ("tinyvit", {"block": "vit"}),
-            "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
-            "FAN": ("tinyvit", {"block": "fan"}),
-            # ReViT against the ViT from the same initial weights (PyTorch's start for both; ReViT's
-            # official start is a normal(0.02), the ViT's Xavier), so that the residual (and its one
-            # parameter, alpha) is the only difference between the two
-            "ViT (PyTorch start)": ("tinyvit", {"block": "vit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
-            "ReViT": ("tinyvit", {"block": "revit", "block_kwargs": {"heads": 4, "mlp_ratio": 2, "init": "pytorch"}}),
-            "MUSE": ("tinyvit", {"block": "muse"}),
+            **_TINYVIT_VARIANTS,
         },
         widths=(16, 32, 32),
         epochs=20,
@@ -438,10 +435,7 @@ PROTOCOLS: dict[str, Protocol] = {
         name="blocks_phase",
         task="side_by_side",
         task_kwargs={"n_train": 1500, "n_test": 1000, "seed": 0, "size": 18, "distance": 8},
-        variants={
-            "ViT": ("tinyvit", {"block": "vit"}),
-            "ViT (no positions)": ("tinyvit", {"block": "vit", "position": None}),
-        },
+        variants={v: _TINYVIT_VARIANTS[v] for v in ("ViT", "ViT (no positions)")},
         epochs=20,
         lr=3e-3,
         in_channels=1,
