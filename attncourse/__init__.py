@@ -8,6 +8,9 @@ short name::
     attncourse.available()          # ['bam', 'cam', 'cbam', 'ccnet', ...]
     se = attncourse.create("se", 64)
     y = se(torch.randn(8, 64, 14, 14))
+
+    from attncourse.nets import resnet50
+    net = attncourse.insert(resnet50(), "se")   # a copy with SE after every bn3: SE-ResNet-50
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .local import (
     WindowAttention2d,
 )
 from .cost import count_flops, count_parameters
+from .insert import insert
 from .layers import Gate
 from .show import show_source
 
@@ -74,6 +78,7 @@ __all__ = [
     "HybridAttentionBlock2d",
     "OverlappingCrossAttention2d",
     "ManhattanSelfAttention2d",
+    "insert",
     "count_parameters",
     "count_flops",
     "show_source",

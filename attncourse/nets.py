@@ -1,7 +1,9 @@
-"""A small convolutional network with a slot for any registered attention mechanism.
+"""Networks with a slot for any registered attention mechanism.
 
-Used by the chapters' controlled experiments: the same network, seeds and budget, with and
-without the mechanism, so that a difference in accuracy is the mechanism's.
+``TinyNet`` and ``TinyViT`` are used by the chapters' controlled experiments: the same network,
+seeds and budget, with and without the mechanism, so that a difference in accuracy is the
+mechanism's. ``resnet20`` (CIFAR) and ``resnet50`` (ImageNet, torchvision's module names) put the
+mechanisms into real backbones, where timm's ``attn_layer`` puts them.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from einops.layers.torch import Reduce
 from torch import nn
@@ -17,7 +20,7 @@ from ._checks import check_choice, check_input, check_positive_int
 from ._registry import create, get
 from .selfattn.mhsa import sine_position_2d
 
-__all__ = ["ConvBlock", "TinyNet", "TinyViT", "Attn"]
+__all__ = ["ConvBlock", "TinyNet", "TinyViT", "Attn", "BasicBlock", "Bottleneck", "ShortcutA", "ResNet", "resnet20", "resnet50"]
 
 #: An attention slot: a registered name, a factory ``channels -> module``, or ``None``.
 Attn = Union[str, Callable[[int], nn.Module], None]
@@ -221,3 +224,204 @@ class TinyViT(nn.Module):
             z = z + self.position_embedding.to(z.dtype)
         z = self.blocks(z)
         return self.head(self.norm(z.mean(dim=(2, 3))))
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNets (He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016,
+# arXiv:1512.03385) with an attention slot. Module names follow torchvision's
+# ``torchvision/models/resnet.py`` (conv1, bn1, layer1.0.conv1, ..., layer1.0.downsample.0, fc), so
+# that a state dict of torchvision's ResNet-50 loads into ``resnet50()``; torchvision itself is not
+# a dependency (it has no CPU build to pin).
+# ---------------------------------------------------------------------------------------------
+
+
+def _slot(attn: Attn, channels: int, kwargs: dict[str, Any] | None) -> nn.Module | None:
+    # ``None`` rather than ``nn.Identity()``: without attention the block has exactly torchvision's
+    # module names and state-dict keys.
+    return None if attn is None else _make_attn(attn, channels, kwargs)
+
+
+class ShortcutA(nn.Module):
+    """He et al.'s option A shortcut (section 3.3, used for CIFAR in section 4.2): the identity,
+    subsampled by ``stride`` and padded with zero channels up to ``c_out``. No parameters.
+
+    The new channels are appended after the input's (the paper says only "extra zero entries
+    padded"; some CIFAR re-implementations pad half before, half after: the same network up to a
+    permutation of the zero channels)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        if c_out < c_in:
+            raise ValueError(f"ShortcutA expected c_out >= c_in, got c_in={c_in}, c_out={c_out}")
+        self.c_in, self.c_out, self.stride = c_in, c_out, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.c_out - self.c_in))
+
+    def extra_repr(self) -> str:
+        return f"{self.c_in}, {self.c_out}, stride={self.stride}"
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block: 3×3 conv → BN → ReLU → 3×3 conv → BN → [attention] → + shortcut → ReLU.
+
+    torchvision's ``BasicBlock`` with an attention slot ``attn`` after ``bn2``, before the add
+    (where timm's ``attn_layer`` puts it); ``attn`` is ``None`` when empty, so that the module
+    names are torchvision's. ``downsample`` maps the input to the branch's shape (``None``: the
+    identity)."""
+
+    expansion = 1
+
+    def __init__(self, c_in: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 attn: Attn = None, attn_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.attn = _slot(attn, planes, attn_kwargs)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.attn is not None:
+            out = self.attn(out)  # after the last BN of the branch, before the add
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+class Bottleneck(nn.Module):
+    """ResNet's bottleneck block: 1×1 → 3×3 (stride here, "ResNet v1.5" as torchvision) → 1×1 (×4
+    channels), each with BN, then [attention] → + shortcut → ReLU.
+
+    torchvision's ``Bottleneck`` with an attention slot ``attn`` after ``bn3``, before the add, on
+    the block's ``4 · planes`` output channels (where SE-ResNet and timm's ``attn_layer`` put it);
+    ``attn`` is ``None`` when empty."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 attn: Attn = None, attn_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        c_out = planes * self.expansion
+        self.conv1 = nn.Conv2d(c_in, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.attn = _slot(attn, c_out, attn_kwargs)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.attn is not None:
+            out = self.attn(out)  # after the last BN of the branch, before the add
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+class ResNet(nn.Module):
+    """A ResNet with torchvision's module names: ``conv1``, ``bn1``, ``relu``, [``maxpool``],
+    ``layer1`` … ``layerN`` (each an ``nn.Sequential`` of blocks), ``avgpool``, ``fc``.
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        layers: blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        planes: the blocks' inner width per stage (the output width is ``planes · block.expansion``);
+            every stage after the first starts with stride 2.
+        num_classes: outputs of ``fc``.
+        stem: ``"imagenet"`` (7×7/2 conv to 64 channels, BN, ReLU, 3×3/2 max-pool) or ``"cifar"``
+            (3×3 conv to ``planes[0]`` channels, BN, ReLU; He et al. section 4.2).
+        shortcut: where the shape changes, ``"B"`` (1×1 conv with stride + BN, torchvision's
+            ``downsample``) or ``"A"`` (:class:`ShortcutA`, zero padding, no parameters).
+        attn, attn_kwargs: a mechanism for every block (a registered name or a factory
+            ``channels -> module``), placed after the branch's last BN; ``None``: none.
+
+    Initialisation as torchvision's: Kaiming-normal convolutions (fan-out, ReLU gain), batch norms
+    at 1 and 0, PyTorch's default for ``fc``. (The attention modules keep their own starts.)
+    Shapes: ``(B, 3, H, W)`` → ``(B, num_classes)``.
+    """
+
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int], planes: Sequence[int], *,
+                 num_classes: int, stem: str = "imagenet", shortcut: str = "B",
+                 attn: Attn = None, attn_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        check_positive_int(self, "num_classes", num_classes)
+        check_choice(self, "stem", stem, ("imagenet", "cifar"))
+        check_choice(self, "shortcut", shortcut, ("A", "B"))
+        if len(layers) != len(planes) or not layers:
+            raise ValueError(f"ResNet expected as many stages in layers as in planes, got {layers!r} and {planes!r}")
+        self.in_channels = 3
+        if stem == "imagenet":
+            c = 64
+            self.conv1 = nn.Conv2d(3, c, 7, stride=2, padding=3, bias=False)
+        else:
+            c = planes[0]
+            self.conv1 = nn.Conv2d(3, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else None
+        for i, (n, p) in enumerate(zip(layers, planes)):
+            stride = 1 if i == 0 else 2
+            c_out = p * block.expansion
+            downsample = None
+            if stride != 1 or c != c_out:
+                if shortcut == "A":
+                    downsample = ShortcutA(c, c_out, stride)
+                else:
+                    downsample = nn.Sequential(nn.Conv2d(c, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            stage = [block(c, p, stride, downsample, attn, attn_kwargs)]
+            stage += [block(c_out, p, 1, None, attn, attn_kwargs) for _ in range(1, n)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
+            c = c_out
+        self.num_stages = len(layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+        for name, m in self.named_modules():
+            if ".attn" in f".{name}":
+                continue  # an attention module keeps the start its chapter gives it
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x, self.in_channels)
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
+        for i in range(self.num_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet20(num_classes: int = 10, attn: Attn = None, attn_kwargs: dict[str, Any] | None = None) -> ResNet:
+    """ResNet-20 for 32 × 32 CIFAR images (He et al. 2016, section 4.2, n = 3): a 3×3 conv to 16
+    channels, three stages of three :class:`BasicBlock` s at 16, 32 and 64 channels (maps 32, 16
+    and 8 pixels wide), global average pooling, ``fc``. Shortcuts: option A (identity, zero-padded
+    where the width doubles, :class:`ShortcutA`), as the paper uses on CIFAR, so 269,722 parameters
+    at 10 classes (the paper's table: 0.27 M). ``attn`` goes after every block's ``bn2``."""
+    return ResNet(BasicBlock, (3, 3, 3), (16, 32, 64), num_classes=num_classes, stem="cifar", shortcut="A",
+                  attn=attn, attn_kwargs=attn_kwargs)
+
+
+def resnet50(num_classes: int = 1000, attn: Attn = None, attn_kwargs: dict[str, Any] | None = None) -> ResNet:
+    """ResNet-50 for ImageNet (He et al. 2016, table 1) as torchvision builds it ("v1.5": the stride
+    in the 3×3 conv; option B projection shortcuts): the same module names and 25,557,032
+    parameters at 1,000 classes. Stages ``layer1`` … ``layer4``: 3, 4, 6, 3 :class:`Bottleneck` s
+    with 256, 512, 1024, 2048 output channels at 56, 28, 14, 7 pixels for a 224 input.
+
+    ``attn`` goes after every block's ``bn3``, before the add, as timm's ``attn_layer``:
+    ``resnet50(attn="se")`` is SE-ResNet-50 (28,088,024 parameters; Hu et al.: 28.09 M)."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), num_classes=num_classes, stem="imagenet",
+                  shortcut="B", attn=attn, attn_kwargs=attn_kwargs)

@@ -247,5 +247,5 @@ class ViTBlock2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x, self.channels)
         h, w = x.shape[2:]
-        t = self.block(rearrange(x, "b c h w -> b (h w) c"))
+        t = self.block(rearrange(x, "b c h w -> b (h w) c"), (h, w))  # the map's size, for a plug-in (attncourse.insert)
         return rearrange(t, "b (h w) c -> b c h w", h=h, w=w)
