@@ -65,8 +65,9 @@ class Protocol:
 
     ``variants`` maps a display name to ``(attn, kwargs)``: ``attn`` is ``None`` (no attention),
     a registered mechanism name, or one of the module names ``"cse"``, ``"sse"``, ``"se-variant"``
-    (a :class:`TinyNet` with that module in its slot), or ``"tinyvit"`` (a :class:`TinyViT` built
-    with the protocol's ``vit_kwargs`` and the variant's ``kwargs``, e.g. ``{"block": "fan"}``).
+    (a :class:`~attncourse.nets.TinyNet` with that module in its slot), or ``"tinyvit"``
+    (a :class:`~attncourse.nets.TinyViT` built with the protocol's ``vit_kwargs`` and the
+    variant's ``kwargs``, e.g. ``{"block": "fan"}``).
     """
 
     name: str
@@ -79,7 +80,7 @@ class Protocol:
     batch_size: int = 64
     network_kwargs: dict[str, Any] = field(default_factory=dict)
     in_channels: int = 2
-    #: The variants whose seed-0 networks :func:`save` and :func:`merge` store when the run kept
+    #: The variants whose seed-0 networks :func:`save` and ``merge`` store when the run kept
     #: them (``None``: every variant): the ones the chapters load, so that the stored file does
     #: not carry networks nobody reads. Not part of :meth:`describe`: it changes no result.
     networks: tuple[str, ...] | None = None

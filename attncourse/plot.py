@@ -18,7 +18,7 @@ __all__ = [
     "plot_comparison", "plot_results", "FONT", "add_colorbar", "mark_query", "outline_region",
 ]
 
-#: The smallest font size (points) of the book's figures: labels stay readable when a figure of
+#: The smallest font size (points) of the book's figures, so that labels stay readable when a figure of
 #: at most 7.5 inches is shown at the book's page width. Chapters pass it to titles, axis labels,
 #: tick labels and colour bars.
 FONT = 9

@@ -19,7 +19,7 @@ from .data import Split
 __all__ = ["TRAIN_THREADS", "seed_everything", "pinned_threads", "cpu_capability", "numerics_fingerprint", "History", "fit", "evaluate",
            "compare", "Comparison"]
 
-#: The number of torch threads every training run uses, whatever the caller's setting: the number
+#: The number of torch threads every training run uses, whatever the caller's setting; the number
 #: the stored results (``attncourse/results``) were made with. A CPU kernel splits its sums over
 #: the threads it has, so the same seed rounds differently at 1, 2 or 4 threads, and on a task
 #: that is learned or not from one unlucky start, a rounding difference can decide the run (Part

@@ -99,6 +99,8 @@ def test_no_placeholders_left_in_chapters():
     """Drafts mark unwritten prose with a token like SOME_PROSE or TODO; none may ship."""
     for md in (ROOT / "chapters").rglob("*.md"):
         for n, line in enumerate(md.read_text().splitlines(), start=1):
+            if re.fullmatch(r"\.\. autodata:: [\w.]+", line):  # the API reference documents a constant (EA_EPS)
+                continue
             assert not re.search(r"\b[A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+\b", line), f"{md.name}:{n}: placeholder in {line!r}"
             assert not re.search(r"\b(?:TODO|FIXME|XXX)\b", line), f"{md.name}:{n}: {line.strip()!r}"
 

@@ -143,7 +143,7 @@ class ChannelProcessing(nn.Module):
             not with the network's ``eps=1e-6``).
 
     ``attention(t)`` returns the gates ``a`` ``(B, h, d, 1)`` (official layout) through ``gate``, a
-    :class:`~attncourse.layers.Gate` around :class:`ScaledSigmoid` (so hooks see ``τ·σ``, the
+    :class:`~attncourse.layers.Gate` around ``ScaledSigmoid`` (so hooks see ``τ·σ``, the
     weights that multiply V). Parameters: ``C² + 2·C·Ĉ + 24·Ĉ + 4C + h`` (``− C`` without bias).
     """
 
@@ -198,7 +198,7 @@ class FANBlock(nn.Module):
     γ₁, γ₂ (``gamma1``, ``gamma2``: C values each) are the official block's layer scale, always
     present and initialised to ``eta`` (1.0 in every released network). LayerNorms with ε = 1e-6
     (the network's ``norm_layer``); the values' LN inside ChannelProcessing has 1e-5.
-    Initialisation: the official one (:func:`fan_init_`).
+    Initialisation: the official one (``fan_init_``).
 
     Args:
         dim: C.

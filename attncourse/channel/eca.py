@@ -28,7 +28,7 @@ def _check_real(owner: str, arg: str, value: object, *, positive: bool) -> float
 
 
 def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
-    r"""The paper's adaptive kernel size, eq. (12): k = ψ(C) = |log2(C)/γ + b/γ|_odd.
+    r"""The paper's adaptive kernel size, eq. (12): ``k = ψ(C) = |log2(C)/γ + b/γ|_odd``.
 
     Equation numbers as in the CVPR 2020 version (= arXiv 1910.03151 v4); arXiv v1 numbers this
     equation (9).

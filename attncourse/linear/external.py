@@ -18,7 +18,7 @@ from .kernel import _accumulator
 
 __all__ = ["ExternalAttention", "DoubleNormalise", "EA_EPS"]
 
-#: The ε of the ℓ1 step of the double normalisation: the official code's ``1e-9``
+#: The ε of the ℓ1 step of the double normalisation, the official code's ``1e-9``
 #: (``attn / (1e-9 + attn.sum(dim=1, keepdim=True))`` in MenghaoGuo/EANet ``model_torch.py``).
 EA_EPS = 1e-9
 
@@ -74,7 +74,7 @@ class ExternalAttention(nn.Module):
         channels: C (d in the paper).
         memory_units: S, the number of memory units (rows of M_k and M_v): 64, the paper's and
             the official code's ``self.k = 64``.
-        eps: ε of the ℓ1 step, the official code's 1e-9 (:data:`EA_EPS`); a position whose
+        eps: ε of the ℓ1 step, the official code's 1e-9 (:data:`~attncourse.linear.external.EA_EPS`); a position whose
             softmax values all round to 0 gets α = 0 instead of 0/0.
         relu: the official ReLU after the residual (``True``). ``False`` drops it.
         zero_init: start BN's γ at 0, so the branch starts at exactly 0 (the course's option; the

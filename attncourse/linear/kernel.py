@@ -18,7 +18,7 @@ from torch import nn
 
 __all__ = ["elu_feature_map", "kernel_attention", "kernel_attention_heads", "kernel_weights", "RowNormalise", "EPS"]
 
-#: The ε added to the normaliser φ(Q_i)ᵀ Σ_j φ(K_j): fast-transformers' value (``eps=1e-6`` in
+#: The ε added to the normaliser φ(Q_i)ᵀ Σ_j φ(K_j), fast-transformers' value (``eps=1e-6`` in
 #: ``fast_transformers/attention/linear_attention.py``). It matters only when a query's features
 #: are (nearly) orthogonal to every key's, e.g. an all-zero ReLU feature: then the output is
 #: 0 / ε = 0 instead of 0 / 0 = NaN.
@@ -57,7 +57,7 @@ def kernel_attention(
     Args:
         phi_q, phi_k: the feature-mapped queries and keys (any leading dimensions, e.g. B, heads).
         v: the values.
-        eps: ε added to the normaliser (:data:`EPS`, fast-transformers' 1e-6); must be > 0 for
+        eps: ε added to the normaliser (:data:`~attncourse.linear.kernel.EPS`, fast-transformers' 1e-6); must be > 0 for
             features that can be all zero.
         causal: the running-sum form (needs N = M).
 

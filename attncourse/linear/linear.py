@@ -21,7 +21,7 @@ __all__ = ["LinearAttention2d", "FEATURE_MAPS", "POSITIONS"]
 #: linear attention never forms.
 POSITIONS = (None, "sine")
 
-#: φ by name: the paper's elu(x) + 1, or ReLU (EfficientViT's LiteMLA; a feature can be all zero,
+#: The feature maps φ by name, the paper's elu(x) + 1 or ReLU (EfficientViT's LiteMLA; a feature can be all zero,
 #: which the ε of the normaliser then guards).
 FEATURE_MAPS = {"elu": elu_feature_map, "relu": F.relu}
 
@@ -68,7 +68,7 @@ class LinearAttention2d(nn.Module):
         position: ``None`` (default): no position code, as in the paper, whose equations above
             see the tokens as a set: permuting the positions permutes the output (tested).
             ``"sine"``: **the course's own option, not the paper's** (Katharopoulos et al. give no
-            position code for images): DETR's 2-D sine code :func:`~attncourse.selfattn.mhsa.sine_position_2d`
+            position code for images): DETR's 2-D sine code :func:`~attncourse.selfattn.sine_position_2d`
             (Carion et al., ECCV 2020, arXiv:2005.12872), exactly as
             :class:`~attncourse.selfattn.MultiHeadSelfAttention2d`'s ``position="sine"``: the code P
             is added to the tokens that make the queries and keys, not the values, so

@@ -34,7 +34,7 @@ def head_decays(heads: int, init_value: float = 2.0, heads_range: float = 4.0) -
 
 
 def manhattan_distance(h: int, w: int, *, device: torch.device | None = None) -> torch.Tensor:
-    """``(H*W, H*W)``: |y_n − y_m| + |x_n − x_m| between every query n and key m, both in ``(h w)``
+    """``(H*W, H*W)``: ``|y_n − y_m| + |x_n − x_m|`` between every query n and key m, both in ``(h w)``
     order. Built from ``arange`` (no Python integers taken from the sizes), so a traced or
     exported module keeps H and W symbolic."""
     dy = (torch.arange(h, device=device)[:, None] - torch.arange(h, device=device)[None, :]).abs()  # (H, H)
@@ -69,7 +69,7 @@ def _check_number(module: nn.Module, arg: str, value: object, *, positive: bool)
 @register("masa")
 class ManhattanSelfAttention2d(nn.Module):
     r"""Manhattan self-attention (MaSA): multi-head self-attention over the H × W positions whose
-    weights decay as γ^(|Δx| + |Δy|) with the Manhattan distance, one γ per head, plus a depthwise
+    weights decay as ``γ^(|Δx| + |Δy|)`` with the Manhattan distance, one γ per head, plus a depthwise
     convolution of the values (LePE), as a residual plug-in ``x + W^O (MaSA(x) + LePE(V))``.
 
     Paper: Q. Fan, H. Huang, M. Chen, H. Liu, R. He, "RMT: Retentive Networks Meet Vision
@@ -92,7 +92,7 @@ class ManhattanSelfAttention2d(nn.Module):
 
     What the official code computes, which this module follows (``decay="logits"``, the default):
 
-    - **the decay in the logits.** ``softmax(Q K^T / sqrt(d) + log D)``: log D = |Δ| log γ is added
+    - **the decay in the logits.** ``softmax(Q K^T / sqrt(d) + log D)``: ``log D = |Δ| log γ`` is added
       before the softmax, which equals ``Softmax(Q K^T) ⊙ D`` divided by its row sums (the
       authors' answer in qhfan/RMT issue #21). ``decay="product"`` is the paper's formula as
       written, the softmax times D, not renormalised: rows then sum to less than 1.

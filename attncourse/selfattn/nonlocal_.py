@@ -211,7 +211,7 @@ class NonLocalBlock(nn.Module):
             self.gate = Gate(OverKeys(relu=pairwise == "concatenation"), kind="attention")  # f / N
         self.w_z = nn.Linear(d, c)  # W_z
         self.bn = nn.BatchNorm2d(c)
-        #: the factor on the logits: d^-1/2 with scale=True, else 1 (the paper)
+        #: The factor on the logits, d^-1/2 with scale=True, else 1 (the paper).
         self.logit_scale = (d if embedded else c) ** -0.5 if self.use_scale else 1.0
         self.reset_parameters()
 
