@@ -159,6 +159,7 @@ def fit(
     progress: bool | str = True,
     track: bool = True,
     threads: int | None = TRAIN_THREADS,
+    stop_after: int | None = None,
 ) -> tuple[nn.Module, History]:
     """Build a model with ``model_fn`` under ``seed`` and train it with Adam.
 
@@ -177,16 +178,23 @@ def fit(
             per epoch). ``False`` evaluates only after the last epoch, which saves about a sixth
             of the time; the trained model is the same, since evaluation changes nothing.
         threads: torch threads for the run (``None``: the caller's setting, unpinned).
+        stop_after: train only the first ``stop_after`` epochs of the ``epochs``-epoch schedule
+            (the learning rate follows the whole schedule), which repeat those epochs of the full
+            run exactly: a cheap check that a stored run still reproduces (``None``: all epochs).
 
     Returns:
         The trained model (in eval mode) and its :class:`History`.
     """
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
+                                   or not 1 <= stop_after <= epochs):
+        raise ValueError(f"fit expected stop_after to be None or an int in [1, epochs={epochs}], got {stop_after!r}")
     with pinned_threads(threads):
         return _fit(model_fn, data, seed=seed, epochs=epochs, batch_size=batch_size, lr=lr,
-                    weight_decay=weight_decay, progress=progress, track=track)
+                    weight_decay=weight_decay, progress=progress, track=track,
+                    last=epochs if stop_after is None else stop_after)
 
 
-def _fit(model_fn, data, *, seed, epochs, batch_size, lr, weight_decay, progress, track):
+def _fit(model_fn, data, *, seed, epochs, batch_size, lr, weight_decay, progress, track, last):
     seed_everything(seed)
     model = model_fn()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -199,7 +207,7 @@ def _fit(model_fn, data, *, seed, epochs, batch_size, lr, weight_decay, progress
     label = progress if isinstance(progress, str) else f"seed {seed}"
     bar = _Progress(label, epochs) if progress else None
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, last + 1):
         model.train()
         perm = torch.randperm(n, generator=gen)
         total = 0.0
@@ -212,7 +220,7 @@ def _fit(model_fn, data, *, seed, epochs, batch_size, lr, weight_decay, progress
             sched.step()
             total += loss.item() * len(idx)
         hist.train_loss.append(total / n)
-        if track or epoch == epochs:
+        if track or epoch == last:
             hist.test_acc.append(evaluate(model, data.x_test, data.y_test))
         if bar is not None:
             bar.update(epoch, hist.train_loss[-1], hist.test_acc[-1] if hist.test_acc else math.nan)

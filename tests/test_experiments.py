@@ -253,11 +253,32 @@ def test_seed_zero_repeats_its_stored_run_whatever_the_callers_threads(name, cal
                     f"numerics {m.get('numerics')}; here torch {torch.__version__}, {numerics_fingerprint()}): "
                     f"`make results` re-runs it here")
     p = experiments.protocol(name)
+    # the whole run for the quickest protocol, the first two epochs of the schedule for the others:
+    # they repeat the stored run's first two epochs exactly (same start, batches, rounding)
+    k = None if name == "channel" else 2
     with pinned_threads(caller_threads):                              # the reader's setting
-        _, h = fit(p.network(variant), p.data(), seed=0, progress=False, **p.fit_kwargs())
+        _, h = fit(p.network(variant), p.data(), seed=0, progress=False, stop_after=k, **p.fit_kwargs())
         assert torch.get_num_threads() == caller_threads            # the caller's setting is restored
     run = stored.result.histories[variant][stored.result.seeds.index(0)]
-    assert h.train_loss == run.train_loss and h.test_acc == run.test_acc
+    assert h.train_loss == run.train_loss[:k] and h.test_acc == run.test_acc[:k]
+    assert len(h.train_loss) == (k or p.epochs)
+
+
+def test_stop_after_repeats_the_first_epochs_of_the_full_schedule():
+    from attncourse.data import digits
+    from attncourse.nets import TinyNet
+
+    d = digits()
+    small = type(d)(d.x_train[:128], d.y_train[:128], d.x_test[:64], d.y_test[:64], 10)
+    make = lambda: TinyNet(1, 10, widths=(4,))
+    _, full = fit(make, small, seed=1, epochs=3, progress=False)
+    _, first = fit(make, small, seed=1, epochs=3, stop_after=2, progress=False)
+    _, short = fit(make, small, seed=1, epochs=2, progress=False)
+    assert first.train_loss == full.train_loss[:2] and first.test_acc == full.test_acc[:2]
+    assert short.train_loss[1] != full.train_loss[1]  # a 2-epoch schedule is another run
+    for bad in (0, 4, 1.5, True):
+        with pytest.raises(ValueError, match="stop_after"):
+            fit(make, small, epochs=3, stop_after=bad, progress=False)
 
 
 def test_pinned_threads_restores_and_refuses_bad_counts():
