@@ -10,15 +10,15 @@ import importlib
 import inspect
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 import attncourse
+
+from small_book import build_small_book
 
 ROOT = Path(__file__).resolve().parents[1]
 API = ROOT / "chapters" / "api"
@@ -156,19 +156,9 @@ def _build_one_autodoc_page(tmp_path: Path, docstring: str) -> subprocess.Comple
     """The book's configuration (book.yml, -W -n) on one page that documents ``brokendoc.f``."""
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "brokendoc.py").write_text(f'def f(x):\n    """{docstring}"""\n')
-    src = tmp_path / "src"
-    src.mkdir()
-    shutil.copy(ROOT / "chapters" / "references.bib", src)
-    (src / "index.md").write_text("# One page\n\n```{eval-rst}\n.. autofunction:: brokendoc.f\n```\n")
-    (tmp_path / "toc.yml").write_text("format: jb-book\nroot: index\n")
-    config = yaml.safe_load((ROOT / "book.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    (tmp_path / "book.yml").write_text(yaml.safe_dump(config))
-    jb = Path(sys.executable).with_name("jupyter-book")
-    return subprocess.run(
-        [str(jb), "build", str(src), "--config", str(tmp_path / "book.yml"), "--toc", str(tmp_path / "toc.yml"),
-         "--path-output", str(tmp_path / "out"), "-W", "-n"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(tmp_path / "pkg")},
+    return build_small_book(
+        tmp_path, {"index": "# One page\n\n```{eval-rst}\n.. autofunction:: brokendoc.f\n```\n"},
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "pkg")}, timeout=300,
     )
 
 

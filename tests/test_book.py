@@ -21,6 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import check_book  # noqa: E402
+from small_book import build_small_book  # noqa: E402
 
 CHAPTERS = sorted(p for p in (ROOT / "chapters").rglob("*.md") if "{code-cell}" in p.read_text())
 SOLUTION = re.compile(r"^\s*(?:def\s+|class\s+)?solution_\w*", re.M)
@@ -94,21 +95,10 @@ def test_make_book_checks_the_built_pages():
 def small_book(tmp_path_factory):
     """The book's own configuration (book.yml) on two small pages with equations, built without executing."""
     tmp = tmp_path_factory.mktemp("book")
-    src = tmp / "src"
-    src.mkdir()
-    shutil.copy(ROOT / "chapters" / "references.bib", src)
-    (src / "index.md").write_text("# Offline\n\nInline $x^2$ and a display:\n\n$$\n\\mathbf{s} = \\sigma(W_2 \\delta(W_1 \\mathbf{z})) \\tag{3}\n$$\n")
-    (src / "second.md").write_text("# A second page\n\n```{math}\n:label: eq-gate\n\\omega = \\sigma(\\mathrm{C1D}_k(\\mathbf{y}))\n```\n")
-    (tmp / "toc.yml").write_text("format: jb-book\nroot: index\nchapters:\n  - file: second\n")
-    config = yaml.safe_load((ROOT / "book.yml").read_text())
-    config["execute"]["execute_notebooks"] = "off"
-    (tmp / "book.yml").write_text(yaml.safe_dump(config))
-    jb = Path(sys.executable).with_name("jupyter-book")
-    result = subprocess.run(
-        [str(jb), "build", str(src), "--config", str(tmp / "book.yml"), "--toc", str(tmp / "toc.yml"),
-         "--path-output", str(tmp / "out"), "-W", "-n"],
-        capture_output=True, text=True, timeout=600,
-    )
+    result = build_small_book(tmp, {
+        "index": "# Offline\n\nInline $x^2$ and a display:\n\n$$\n\\mathbf{s} = \\sigma(W_2 \\delta(W_1 \\mathbf{z})) \\tag{3}\n$$\n",
+        "second": "# A second page\n\n```{math}\n:label: eq-gate\n\\omega = \\sigma(\\mathrm{C1D}_k(\\mathbf{y}))\n```\n",
+    })
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return tmp / "out" / "_build" / "html"
 
