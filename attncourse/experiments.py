@@ -127,7 +127,7 @@ class Protocol:
     def corrupted_tests(self, data: Split) -> dict[str, Any]:
         """The corrupted copies of ``data``'s test images, by corruption name (seed 0, so every
         network is tested on the same images; circular blur on a torus task)."""
-        pad = self.network_kwargs.get("padding_mode", self.vit_kwargs.get("padding_mode", "zeros"))
+        pad = self.network_kwargs.get("padding_mode", "zeros")
         return {name: corrupt(data.x_test, kind, severity, seed=0, padding_mode=pad)
                 for name, (kind, severity) in self.corruptions.items()}
 

@@ -146,10 +146,7 @@ class TinyViT(nn.Module):
     Pooling: the mean of the final tokens (ViT's ``classifier='gap'`` option) rather than a class
     token, so that every block keeps the ``(B, D, H, W)`` map interface; then a LayerNorm and the
     head. The LayerNorm acts on the mean, as timm's ``fc_norm`` does; the official code's ``'gap'``
-    normalises every token and then takes the mean.
-
-    ``stem`` (default none): widths of 3 × 3 conv blocks (:class:`ConvBlock`, ``padding_mode``) run
-    before the patch embedding, ViT's hybrid architecture (its section 3.1) in small. Shapes: ``(B, C, H, W)`` →
+    normalises every token and then takes the mean. Shapes: ``(B, C, H, W)`` →
     ``(B, num_classes)``.
     """
 
@@ -167,13 +164,10 @@ class TinyViT(nn.Module):
         position: str | None = "learned",
         attn: Attn = None,
         attn_kwargs: dict[str, Any] | None = None,
-        stem: Sequence[int] = (),
-        padding_mode: str = "zeros",
     ):
         super().__init__()
         self.in_channels = check_positive_int(self, "in_channels", in_channels)
         check_positive_int(self, "num_classes", num_classes)
-        check_choice(self, "padding_mode", padding_mode, ("zeros", "circular"))
         self.patch = check_positive_int(self, "patch", patch)
         self.dim = check_positive_int(self, "dim", dim)
         depth = check_positive_int(self, "depth", depth)
@@ -185,13 +179,7 @@ class TinyViT(nn.Module):
             raise ValueError(f"TinyViT expected size divisible by patch={patch}, got size={self.size}")
         self.grid = (self.size[0] // patch, self.size[1] // patch)
         self.position = position
-        convs: list[nn.Module] = []
-        c = in_channels
-        for w in stem:  # the hybrid architecture's CNN (ViT section 3.1): 3x3 conv blocks at full resolution
-            convs.append(ConvBlock(c, check_positive_int(self, "stem width", w), padding_mode=padding_mode))
-            c = w
-        self.stem = nn.Sequential(*convs)
-        self.embed = nn.Conv2d(c, dim, patch, stride=patch)  # eq. (1)'s E on every P x P patch
+        self.embed = nn.Conv2d(in_channels, dim, patch, stride=patch)  # eq. (1)'s E on every P x P patch
         if position == "learned":
             self.position_embedding = nn.Parameter(torch.empty(1, dim, *self.grid))
             nn.init.trunc_normal_(self.position_embedding, std=0.02)
@@ -219,7 +207,7 @@ class TinyViT(nn.Module):
         check_input(self, x, self.in_channels)
         if tuple(x.shape[2:]) != self.size:
             raise ValueError(f"TinyViT was built for inputs of size (H, W) = {self.size}, got {tuple(x.shape[2:])}")
-        z = self.embed(self.stem(x))
+        z = self.embed(x)
         if self.position is not None:
             z = z + self.position_embedding.to(z.dtype)
         z = self.blocks(z)
