@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from einops import reduce
 
-__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "same_shapes", "side_by_side", "SHAPES", "digits", "corrupt", "CORRUPTIONS"]
+__all__ = ["Split", "context_bars", "cued_bars", "cue_ranked_first", "same_shapes", "side_by_side", "SHAPES", "cluttered_scenes", "GLYPHS", "PALETTE", "digits", "corrupt", "CORRUPTIONS"]
 
 
 @dataclass(frozen=True)
@@ -327,6 +327,93 @@ def side_by_side(
         f"{size}x{size} torus, seed {seed}",
     )
     return (split, torch.stack([first, second], 1)) if return_positions else split
+
+
+#: 5 × 5 glyphs of :func:`cluttered_scenes`, by name (their order is the label's ``kind``).
+GLYPHS: dict[str, torch.Tensor] = {
+    "plus": torch.tensor([[0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]]),
+    "cross": torch.tensor([[1, 0, 0, 0, 1], [0, 1, 0, 1, 0], [0, 0, 1, 0, 0], [0, 1, 0, 1, 0], [1, 0, 0, 0, 1]]),
+    "ring": torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 0, 0, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]]),
+    "tee": torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]]),
+}
+GLYPHS = {k: v.float() for k, v in GLYPHS.items()}
+
+#: The colours of :func:`cluttered_scenes` (RGB), the target's first: the others all contain
+#: some green or blue, and half of them contain red too.
+PALETTE: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0), "magenta": (1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0),
+}
+
+
+def cluttered_scenes(
+    n_train: int = 4000,
+    n_test: int = 1000,
+    *,
+    distractors: int = 4,
+    strokes: int = 8,
+    noise: float = 0.3,
+    seed: int = 0,
+    return_positions: bool = False,
+) -> Split | tuple[Split, torch.Tensor]:
+    """A 32 × 32 colour task that needs *what* and *where*: which glyph is the red one, and in which half?
+
+    Each RGB image holds ``1 + distractors`` glyphs of :data:`GLYPHS` (5 × 5: plus, cross, ring,
+    tee), one per cell of a 4 × 4 grid of 8-pixel cells, each at a random offset in its cell.
+    The target is drawn in pure red; every distractor in one of the other colours of
+    :data:`PALETTE` (green, blue, yellow, magenta, white: three of the five contain red, so the red
+    channel alone does not find the target; red *without* green and blue does). ``strokes``
+    straight lines of 2 to 4 pixels in random colours of the palette, red included, lie anywhere
+    (clutter: locally a red stroke looks like part of a red glyph), drawn over the glyphs by a
+    per-channel maximum; then Gaussian noise (``noise``) on every pixel.
+
+    The label, of 8 classes, is ``2 · kind + half``: ``kind`` the target's glyph (its index in
+    :data:`GLYPHS`), ``half`` 1 when its centre is in the right half of the image (column ≥ 16),
+    0 in the left. The distractors' kinds are random, so pooling the whole image mixes the
+    target's glyph with four others; the half is a position, which a convolution sees only
+    through the zero padding at the border.
+
+    With ``return_positions`` also returns the ``(N, 1 + distractors, 2)`` top-left corners
+    (row, column) of the glyphs, the target's first (train then test).
+    """
+    if not 0 <= distractors <= 15:
+        raise ValueError(f"cluttered_scenes expected 0 <= distractors <= 15 (16 cells), got {distractors!r}")
+    if strokes < 0 or noise < 0:
+        raise ValueError(f"cluttered_scenes expected strokes >= 0 and noise >= 0, got {strokes!r} and {noise!r}")
+    gen = torch.Generator().manual_seed(seed)
+    n, k, size = n_train + n_test, 1 + distractors, 32
+    glyphs = torch.stack(list(GLYPHS.values()))  # (4, 5, 5)
+    colours = torch.tensor(list(PALETTE.values()))  # (6, 3)
+    cells = torch.argsort(torch.rand(n, 16, generator=gen), dim=1)[:, :k]
+    corners = torch.stack([cells // 4 * 8, cells % 4 * 8], -1) + torch.randint(0, 4, (n, k, 2), generator=gen)
+    kinds = torch.randint(0, len(GLYPHS), (n, k), generator=gen)
+    paint = torch.cat([torch.zeros(n, 1, dtype=torch.long), torch.randint(1, len(PALETTE), (n, k - 1), generator=gen)], 1)
+    s_len = torch.randint(2, 5, (n, strokes), generator=gen)
+    s_dir = torch.randint(0, 4, (n, strokes), generator=gen)  # right, down, down-right, up-right
+    s_at = torch.randint(0, size, (n, strokes, 2), generator=gen)
+    s_col = torch.randint(0, len(PALETTE), (n, strokes), generator=gen)
+    steps = torch.tensor([[0, 1], [1, 0], [1, 1], [-1, 1]])
+    x = torch.zeros(n, 3, size, size)
+    for i in range(n):
+        for j in range(k):
+            r, c = int(corners[i, j, 0]), int(corners[i, j, 1])
+            x[i, :, r : r + 5, c : c + 5] = torch.maximum(
+                x[i, :, r : r + 5, c : c + 5], colours[paint[i, j], :, None, None] * glyphs[kinds[i, j]])
+        for j in range(strokes):
+            r, c = int(s_at[i, j, 0]), int(s_at[i, j, 1])
+            dr, dc = (int(v) for v in steps[s_dir[i, j]])
+            for t in range(int(s_len[i, j])):
+                rr, cc = r + t * dr, c + t * dc
+                if 0 <= rr < size and 0 <= cc < size:
+                    x[i, :, rr, cc] = torch.maximum(x[i, :, rr, cc], colours[s_col[i, j]])
+    x = x + noise * torch.randn(x.shape, generator=gen)
+    y = 2 * kinds[:, 0] + (corners[:, 0, 1] + 2 >= size // 2).long()
+    split = Split(
+        x[:n_train], y[:n_train], x[n_train:], y[n_train:], 2 * len(GLYPHS),
+        f"cluttered_scenes: which glyph is red, and in which half? {distractors} distractors, {strokes} strokes, "
+        f"32x32 RGB, seed {seed}",
+    )
+    return (split, corners) if return_positions else split
 
 
 def digits(*, test_fraction: float = 0.3, seed: int = 0) -> Split:

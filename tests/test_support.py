@@ -328,3 +328,32 @@ def test_corrupt_adds_seeded_noise_and_blurs_with_a_normalised_kernel():
             corrupt(x, *bad)
     with pytest.raises(ValueError, match="N, C, H, W"):
         corrupt(x[0], "noise", 1.0)
+
+
+def test_cluttered_scenes_label_is_the_red_glyphs_kind_and_half():
+    from attncourse.data import GLYPHS, PALETTE, cluttered_scenes
+
+    split, corners = cluttered_scenes(60, 40, noise=0.0, strokes=0, seed=3, return_positions=True)
+    x = torch.cat([split.x_train, split.x_test])
+    y = torch.cat([split.y_train, split.y_test])
+    assert x.shape == (100, 3, 32, 32) and corners.shape == (100, 5, 2) and split.num_classes == 8
+    assert set(y.tolist()) <= set(range(8)) and len(set(y.tolist())) >= 6
+    red = torch.tensor(PALETTE["red"])
+    glyphs = list(GLYPHS.values())
+    for i in range(100):
+        cells = {(int(r) // 8, int(c) // 8) for r, c in corners[i]}
+        assert len(cells) == 5  # one glyph per 8-pixel cell: they never overlap
+        r, c = corners[i, 0].tolist()
+        patch = x[i, :, r : r + 5, c : c + 5]
+        kind = [k for k, g in enumerate(glyphs) if torch.equal(patch, red[:, None, None] * g)]
+        assert kind == [int(y[i]) // 2], f"image {i}: the target is not the red glyph of its label's kind"
+        assert int(y[i]) % 2 == int(c + 2 >= 16)  # the half of the target's centre
+        for r, c in corners[i, 1:].tolist():  # every distractor has green or blue: not the target's colour
+            colour = x[i, :, r : r + 5, c : c + 5].amax((1, 2))
+            assert colour[1:].amax() == 1 and not torch.equal(colour, red)
+    noisy = cluttered_scenes(60, 40, seed=3)
+    assert torch.equal(cluttered_scenes(60, 40, seed=3).x_train, noisy.x_train)  # seeded
+    assert not torch.equal(cluttered_scenes(60, 40, seed=4).x_train, noisy.x_train)
+    for bad in ({"distractors": 16}, {"strokes": -1}, {"noise": -0.1}):
+        with pytest.raises(ValueError, match="cluttered_scenes"):
+            cluttered_scenes(10, 10, **bad)
