@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 API = ROOT / "chapters" / "api"
 PARTS = ["channel", "hybrid", "selfattn", "linear", "local", "blocks"]
 SUPPORT = ["nets", "data", "train", "experiments", "cost", "plot"]
-PAGES = ["registry", *PARTS, "support"]
+PAGES = ["registry", *PARTS, "guide", "support"]
 HTML = ROOT / "build" / "book" / "_build" / "html" / "api"
 
 _DIRECTIVE = re.compile(r"^\.\. (currentmodule|automodule|autoclass|autofunction|autodata):: (\S+)\s*$")
@@ -94,6 +94,13 @@ def test_every_public_name_of_a_part_is_documented(part):
 def test_every_public_name_of_a_support_module_is_documented(module):
     missing = set(_public(f"attncourse.{module}")) - set(documented("support"))
     assert not missing, f"chapters/api/support.md documents none of {sorted(missing)}"
+
+
+@pytest.mark.parametrize("module", ["guide", "claims"])
+def test_the_guide_page_documents_the_guide_and_the_claims(module):
+    missing = set(_public(f"attncourse.{module}")) - set(documented("guide"))
+    assert not missing, f"chapters/api/guide.md documents none of {sorted(missing)}"
+    assert f"attncourse.{module}" in documented("guide")  # the module's own docstring, by automodule
 
 
 def test_the_registry_page_documents_create_available_get_register_and_insert():
