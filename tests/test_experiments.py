@@ -222,7 +222,9 @@ REPEATED = {"channel": "SE (r=4)", "hybrid": "CBAM (r=4)", "hybrid2": "EMA (G=8)
             # "where", so this also checks that the copy is what this protocol trains
             "local": "baseline", "local_where": "baseline",
             # Part VI: a TinyViT, the part's new network (the ViT on digits takes about 5 s)
-            "blocks": "ViT", "blocks_where": "ViT", "blocks_phase": "ViT (no positions)"}
+            "blocks": "ViT", "blocks_where": "ViT", "blocks_phase": "ViT (no positions)",
+            # Part VII: the ResNet-20 (about 8 s an epoch)
+            "networks": "ResNet-20"}
 
 
 def test_every_protocol_has_a_repeated_variant():
@@ -253,9 +255,9 @@ def test_seed_zero_repeats_its_stored_run_whatever_the_callers_threads(name, cal
                     f"numerics {m.get('numerics')}; here torch {torch.__version__}, {numerics_fingerprint()}): "
                     f"`make results` re-runs it here")
     p = experiments.protocol(name)
-    # the whole run for the quickest protocol, the first two epochs of the schedule for the others:
-    # they repeat the stored run's first two epochs exactly (same start, batches, rounding)
-    k = None if name == "channel" else 2
+    # the whole run for the quickest protocol, the first two epochs of the schedule for the others
+    # (one for the ResNet-20): they repeat the stored run's first epochs exactly (same start, batches, rounding)
+    k = None if name == "channel" else 1 if name == "networks" else 2
     with pinned_threads(caller_threads):                              # the reader's setting
         _, h = fit(p.network(variant), p.data(), seed=0, progress=False, stop_after=k, **p.fit_kwargs())
         assert torch.get_num_threads() == caller_threads            # the caller's setting is restored
