@@ -55,7 +55,9 @@ bench: $(STAMP)
 	$(BIN)/python tools/benchmark.py
 
 # Re-run the parts' side-by-side comparisons (5 seeds each, a few minutes; `where` and `local_where`, about half an hour each),
-# Part IV's and Part V's cost sweeps (a few minutes), and store their results in attncourse/results/, which the chapters load.
+# Part IV's and Part V's cost sweeps (a few minutes), Part VII's ResNet-20 (3 seeds, about an hour) and the guide's
+# measurements of every module in ResNet-50 (about five minutes), and store their results in attncourse/results/, which
+# the chapters load.
 # A maintainer's command: it rewrites tracked files, so neither `book` nor `test` calls it.
 results: $(STAMP)
 	$(BIN)/python -m attncourse.experiments channel --seeds 0 1 2 3 4 --keep-models
@@ -72,6 +74,8 @@ results: $(STAMP)
 	$(BIN)/python -m attncourse.experiments blocks --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments blocks_where --seeds 0 1 2 3 4 --keep-models
 	$(BIN)/python -m attncourse.experiments blocks_phase --seeds 0 1 2 3 4
+	$(BIN)/python -m attncourse.experiments networks --seeds 0 1 2 --keep-models
+	$(BIN)/python -m attncourse.guide --store
 
 clean:
 	rm -rf build

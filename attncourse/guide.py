@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import experiments
 from ._registry import available, create, get
@@ -72,8 +73,8 @@ class StageCost:
     """A mechanism at one stage: in a ResNet-50 bottleneck of ``channels`` output channels on a
     ``size`` × ``size`` map, against the same block without it (``block_*``).
 
-    FLOPs are counted at batch 1 by :func:`attncourse.cost.count_flops` (matmuls and convolutions);
-    memory is the peak of what one training step (forward, ``sum``, backward) materialises at
+    FLOPs are counted at batch 1 by :func:`attncourse.cost.count_flops` (matmuls and convolutions;
+    ``scaled_dot_product_attention`` counted as its math backend's products); memory is the peak of what one training step (forward, ``sum``, backward) materialises at
     ``batch``; times are medians in milliseconds at ``batch`` (``None`` when not timed)."""
 
     channels: int
@@ -118,16 +119,22 @@ def _train_step(block: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def _paired_median_ms(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median milliseconds of ``a`` and of ``b``, timed in turns (one warm-up each), so that a
-    machine that slows down during the measurement slows both."""
+def _paired_median_ms(a: Callable[[], object], b: Callable[[], object], repeats: int,
+                      slow_ms: float = 200.0) -> tuple[float, float]:
+    """Median milliseconds of ``a`` and of ``b``, timed in turns after one warm-up run each, so that a
+    machine that slows down during the measurement slows both. A pair whose warm-up runs take more
+    than ``slow_ms`` together is timed by those runs alone (a slow computation is long enough to
+    time once, and its first run's overhead is small beside it)."""
     ta, tb = [], []
     for i in range(repeats + 1):
         for fn, out in ((a, ta), (b, tb)):
             start = time.perf_counter()
             fn()
-            if i:
-                out.append(1e3 * (time.perf_counter() - start))
+            out.append(1e3 * (time.perf_counter() - start))
+        if i == 0:
+            if ta[0] + tb[0] > slow_ms:
+                return ta[0], tb[0]
+            ta.clear(), tb.clear()
     return statistics.median(ta), statistics.median(tb)
 
 
@@ -138,7 +145,8 @@ def measure_stage(name: str, channels: int, size: int, *, batch: int = 1, repeat
     plain, with_it = _blocks(name, channels, kwargs)
     x1 = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
     x = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(0))
-    flops_plain, flops_with = count_flops(plain, x1), count_flops(with_it, x1)
+    with sdpa_kernel(SDPBackend.MATH):  # FlopCounterMode has no formula for the fused CPU kernel
+        flops_plain, flops_with = count_flops(plain, x1), count_flops(with_it, x1)
     plain.train(), with_it.train()
     mem_plain = peak_memory(_train_step(plain, x))
     mem_with = peak_memory(_train_step(with_it, x))
@@ -373,12 +381,21 @@ def guide_path() -> Path:
 
 def store(path: str | Path | None = None, *, names: Sequence[str] | None = None, batch: int = 4,
           repeats: int = 5, progress: bool = True) -> Path:
-    """Measure every mechanism at ResNet-50's four stages and write the JSON the chapter loads."""
+    """Measure mechanisms at ResNet-50's four stages and write the JSON the chapter loads: all of
+    them, or only ``names``, whose rows then replace theirs in the stored file (the others are kept,
+    so a new module is added without measuring the rest again; same ``batch`` and ``repeats``)."""
     from .train import TRAIN_THREADS, pinned_threads
 
+    path = Path(path) if path is not None else guide_path()
     doc: dict[str, Any] = {"batch": batch, "repeats": repeats, "machine": experiments.machine(),
                            "date": time.strftime("%Y-%m-%d"), "stages": [asdict(s) for s in STAGES],
                            "mechanisms": {}}
+    if names is not None and path.exists():
+        old = json.loads(path.read_text())
+        if (old["batch"], old["repeats"], old["stages"]) != (batch, repeats, doc["stages"]):
+            raise ValueError(f"attncourse.guide.store: the stored file was measured at batch {old['batch']}, "
+                             f"{old['repeats']} repeats; measure all mechanisms again to change them")
+        doc["mechanisms"] = old["mechanisms"]
     with pinned_threads(TRAIN_THREADS):
         for name in names or available():
             start = time.perf_counter()
@@ -387,7 +404,7 @@ def store(path: str | Path | None = None, *, names: Sequence[str] | None = None,
             if progress:
                 print(f"{name:<10} {time.perf_counter() - start:6.1f} s  train ratios "
                       + " ".join(f"{c.train_ratio:.2f}" for c in costs), flush=True)
-    path = Path(path) if path is not None else guide_path()
+    doc["mechanisms"] = dict(sorted(doc["mechanisms"].items()))
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path
 
@@ -433,7 +450,7 @@ def _si(n: float) -> str:
 def _claim_text(c: Claim) -> str:
     if c.gain is None:
         return "no gain stated"
-    return f"{c.gain:+.2f} ({c.backbone}, {c.dataset})" + ("" if c.checked else ", not checked")
+    return f"{c.gain:+.2f} ({c.backbone[:20]})" + ("" if c.checked else ", not checked")
 
 
 def _best_text(results: Sequence[Result]) -> str:
@@ -448,14 +465,14 @@ def stage_table(rows: dict[str, StageCost], *, results: dict[str, Sequence[Resul
     """A plain-text table, one row per mechanism at one stage: parameters, FLOPs, time ratios,
     memory, what it needs, its paper's claim, the course's best result."""
     lines = [f"{'module':<10}{'params':>9}{'MFLOPs':>9}{'fwd ×':>7}{'train ×':>8}{'+memory':>10}  "
-             f"{'needs':<34}{'paper claims':<44}course (best gain; helped)"]
+             f"{'needs':<42}{'paper claims':<42}course (best gain; helped)"]
     for name, c in rows.items():
         fr = "" if c.forward_ratio is None else f"{c.forward_ratio:.2f}"
         tr = "" if c.train_ratio is None else f"{c.train_ratio:.2f}"
         need = needs_of[name].text if needs_of else ""
         res = _best_text(results.get(name, ())) if results is not None else ""
         lines.append(f"{name:<10}{_si(c.parameters):>9}{c.flops / 1e6:>9.1f}{fr:>7}{tr:>8}{_si(c.memory) + 'B':>10}  "
-                     f"{need[:33]:<34}{_claim_text(claim(name))[:43]:<44}{res}")
+                     f"{need[:41]:<42}{_claim_text(claim(name))[:41]:<42}{res}")
     return "\n".join(lines)
 
 
@@ -466,20 +483,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Every registered attention mechanism in a ResNet-50 bottleneck of your stage: what it adds "
                     "(parameters, FLOPs, time against the block without it, training memory), what it needs, what "
                     "its paper claims, what the course measured.")
-    parser.add_argument("--channels", type=int, default=256, help="the block's output channels (default 256, layer1)")
-    parser.add_argument("--size", type=int, default=56, help="the map's side (default 56, layer1 at 224)")
-    parser.add_argument("--batch", type=int, default=1, help="batch size for the timings and memory (default 1)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each measurement (median)")
+    parser.add_argument("--channels", type=int, default=1024, help="the block's output channels (default 1024: layer3, the stage with 6 of the 16 blocks)")
+    parser.add_argument("--size", type=int, default=14, help="the map's side (default 14: layer3 at 224)")
+    parser.add_argument("--batch", type=int, default=2,
+                        help="batch size for the timings and memory (default 2: modules that batch-normalise a pooled "
+                             "vector cannot train on 1)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats of each measurement (median; default 2)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these mechanisms")
     parser.add_argument("--store", action="store_true",
-                        help="measure ResNet-50's four stages and store them for the chapter (a maintainer's command)")
+                        help="measure ResNet-50's four stages at batch 4, median of 5, and store them for the chapter "
+                             "(a maintainer's command; with --only, those modules' rows replace theirs)")
     args = parser.parse_args(argv)
     names = args.only or available()
     unknown = sorted(set(names) - set(available()))
     if unknown:
         parser.error(f"unknown mechanisms {unknown}; available: {', '.join(available())}")
     if args.store:
-        print(f"stored in {store(names=args.only, repeats=args.repeats)}")
+        print(f"stored in {store(names=args.only)}")
         return
     from .train import TRAIN_THREADS, pinned_threads
 
