@@ -93,6 +93,8 @@ def _from_error(error: float) -> float:
 _IMAGENET = "ImageNet top-1 (%)"
 _IN1K = "ImageNet-1k val"
 
+#: Every registered module's claim, by its registered name (one entry per name of
+#: :func:`attncourse.available`).
 CLAIMS: dict[str, Claim] = {
     c.module: c
     for c in [

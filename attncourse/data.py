@@ -330,16 +330,15 @@ def side_by_side(
 
 
 #: 5 × 5 glyphs of :func:`cluttered_scenes`, by name (their order is the label's ``kind``).
-GLYPHS: dict[str, torch.Tensor] = {
-    "plus": torch.tensor([[0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]]),
-    "cross": torch.tensor([[1, 0, 0, 0, 1], [0, 1, 0, 1, 0], [0, 0, 1, 0, 0], [0, 1, 0, 1, 0], [1, 0, 0, 0, 1]]),
-    "ring": torch.tensor([[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 0, 0, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]]),
-    "tee": torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]]),
-}
-GLYPHS = {k: v.float() for k, v in GLYPHS.items()}
+GLYPHS: dict[str, torch.Tensor] = {k: torch.tensor(v, dtype=torch.float32) for k, v in {
+    "plus": [[0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]],
+    "cross": [[1, 0, 0, 0, 1], [0, 1, 0, 1, 0], [0, 0, 1, 0, 0], [0, 1, 0, 1, 0], [1, 0, 0, 0, 1]],
+    "ring": [[1, 1, 1, 1, 1], [1, 0, 0, 0, 1], [1, 0, 0, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]],
+    "tee": [[1, 1, 1, 1, 1], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 0, 0]],
+}.items()}
 
-#: The colours of :func:`cluttered_scenes` (RGB), the target's first: the others all contain
-#: some green or blue, and half of them contain red too.
+#: The colours of :func:`cluttered_scenes` (RGB), the target's first. The other five all contain
+#: some green or blue, and three of them contain red too.
 PALETTE: dict[str, tuple[float, float, float]] = {
     "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0),
     "yellow": (1.0, 1.0, 0.0), "magenta": (1.0, 0.0, 1.0), "white": (1.0, 1.0, 1.0),

@@ -92,12 +92,13 @@ class Protocol:
     #: corrupted test sets every run is also evaluated on after training, by name:
     #: ``(kind, severity)`` of :func:`attncourse.data.corrupt` (stored as ``History.corrupted``)
     corruptions: dict[str, tuple[str, float]] = field(default_factory=dict)
-    #: the network of the non-ViT variants: ``"tinynet"`` (:class:`~attncourse.nets.TinyNet`,
-    #: ``widths`` and ``network_kwargs``) or ``"resnet20"`` (:func:`~attncourse.nets.resnet20`, the
-    #: mechanism in every residual block, ``widths`` and ``network_kwargs`` unused)
+    #: The network of the variants that are not TinyViTs, ``"tinynet"`` (a
+    #: :class:`~attncourse.nets.TinyNet` of ``widths`` and ``network_kwargs``) or ``"resnet20"``
+    #: (:func:`~attncourse.nets.resnet20` with the mechanism in every residual block; ``widths`` and
+    #: ``network_kwargs`` unused).
     net: str = "tinynet"
-    #: ResNet variants whose mechanism sits only in some stages, by variant name: the 0-based
-    #: stages :func:`attncourse.insert` puts it in (every block of those stages)
+    #: The 0-based stages in which :func:`attncourse.insert` puts the mechanism of a ResNet variant
+    #: that has it only there (in every block of those stages), by variant name.
     stages: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def data(self) -> Split:

@@ -355,8 +355,9 @@ class Entry:
 
     @property
     def train_ratio(self) -> float | None:
-        """Forward + backward time of ResNet-50's 16 blocks with the mechanism over without it: each
-        stage's measured block times weighted by its number of blocks (stem and head left out)."""
+        """Forward + backward time of ResNet-50's 16 blocks with the mechanism over their time
+        without it, each stage's measured block times weighted by its number of blocks (stem and
+        head left out)."""
         return self._ratio("train_ms")
 
     @property
