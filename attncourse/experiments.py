@@ -489,7 +489,7 @@ PROTOCOLS: dict[str, Protocol] = {
         num_classes=8,
         net="resnet20",
         stages={"Non-local (stage 3)": (2,)},
-        networks=("ResNet-20", "CBAM"),
+        networks=("CBAM",),  # the network the chapter reads (its spatial gate)
     ),
 }
 
